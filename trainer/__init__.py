@@ -1,0 +1,1 @@
+"""Train, fine-tune and distill timm Vision Transformers with Accelerate."""

@@ -1,0 +1,76 @@
+"""Batched augmentation, resizing and normalisation on the device: no per-sample PIL work."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class View:
+    """How one model wants its input: size, interpolation and normalisation."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+
+@dataclass
+class EpochPlan:
+    """One epoch's sample order and per-position augmentation, a pure function of (seed, epoch)."""
+
+    order: torch.Tensor  # [N] int64, dataset positions in visiting order
+    flip: Optional[torch.Tensor]  # [N] bool, per visiting position
+    crop: Optional[torch.Tensor]  # [N, 2] int64 (dy, dx) offsets into the padded image
+
+
+def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int) -> EpochPlan:
+    """Draw the epoch's order, flips and crop offsets from a generator seeded by (seed, epoch)."""
+    # A fresh generator per epoch makes a resumed run replay exactly the stream a run left alone would see.
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g)
+    flips = torch.rand(n, generator=g) < 0.5 if flip else None
+    crop = torch.randint(0, 2 * crop_pad + 1, (n, 2), generator=g) if crop_pad else None
+    return EpochPlan(order, flips, crop)
+
+
+def _resize_normalize(x: torch.Tensor, view: View) -> torch.Tensor:
+    if x.shape[-1] != view.size or x.shape[-2] != view.size:
+        mode = view.interpolation if view.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        down = x.shape[-1] > view.size
+        x = F.interpolate(x, size=(view.size, view.size), mode=mode, align_corners=False if mode != "nearest" else None,
+                          antialias=down and mode != "nearest")
+        if mode == "bicubic":
+            x = x.clamp_(0.0, 1.0)  # bicubic overshoots; clamp like PIL does
+    mean = torch.tensor(view.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(view.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflect-pad by `pad` and cut each image at its own (dy, dx): CIFAR-style crop, batched."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    rows = (offsets[:, 0:1] + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
+    xp = xp.gather(2, rows)
+    cols = (offsets[:, 1:2] + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
+    return xp.gather(3, cols)
+
+
+def augment(images: torch.Tensor, view: View, flip: Optional[torch.Tensor] = None,
+            crop: Optional[torch.Tensor] = None, crop_pad: int = 0) -> torch.Tensor:
+    """uint8 [B,3,H,W] -> float model input: crop and flip at the source size, then resize and normalise."""
+    x = images.float().div_(255.0)
+    if crop is not None and crop_pad:
+        x = random_crop(x, crop.to(x.device), crop_pad)
+    if flip is not None:
+        x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    return _resize_normalize(x, view)
+
+
+def preprocess(images: torch.Tensor, view: View) -> torch.Tensor:
+    """uint8 [B,3,H,W] -> float model input without augmentation (evaluation)."""
+    return augment(images, view)

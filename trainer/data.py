@@ -1,0 +1,225 @@
+"""Load a datasets split, find its columns, pick exactly N images per class, decode them once."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class SplitData:
+    """One split, decoded: uint8 images [N, 3, H, W] and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray  # rows of the source split, for provenance
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class DataBundle:
+    """What a run trains and evaluates on."""
+
+    train: SplitData
+    eval: SplitData
+    label_names: list[str]
+    image_column: str
+    label_column: str
+    fingerprint: str
+
+
+def open_dataset(name: str, config: Optional[str] = None):
+    """Open a hub id, a local folder readable by load_dataset, or a save_to_disk folder."""
+    import datasets
+
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
+            try:
+                return datasets.load_from_disk(path)
+            except Exception as err:  # a damaged save_to_disk folder
+                raise UsageError(f"could not read the saved dataset in {path} ({type(err).__name__}: {_first_line(err)}): "
+                                 "save it again with Dataset.save_to_disk") from None
+        try:
+            return datasets.load_dataset(path, config)
+        except Exception as err:
+            raise UsageError(f"could not load a dataset from folder {path} ({type(err).__name__}: {_first_line(err)}): "
+                             "pass a folder that datasets.load_dataset or save_to_disk understands") from None
+    if name.startswith(("/", "./", "../", "~")) or os.path.isfile(path):
+        raise UsageError(f"dataset folder {name} does not exist: pass --dataset with an existing folder or a hub id "
+                         "such as uoft-cs/cifar10")
+    try:
+        return datasets.load_dataset(name, config)
+    except Exception as err:
+        raise UsageError(
+            f"could not load dataset '{name}' from the Hugging Face Hub ({type(err).__name__}: {_first_line(err)}); "
+            f"if this machine is offline, download it elsewhere with "
+            f"datasets.load_dataset('{name}').save_to_disk(DIR) and pass --dataset DIR") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def get_split(dsdict, split: str, flag: str):
+    """One split of a DatasetDict (or the Dataset itself when it has no splits)."""
+    import datasets
+
+    if isinstance(dsdict, datasets.Dataset):
+        return dsdict
+    if split not in dsdict:
+        raise UsageError(f"split '{split}' not found; the dataset has {sorted(dsdict)}: pass {flag} with one of them")
+    return dsdict[split]
+
+
+def find_columns(features, image_column: Optional[str] = None, label_column: Optional[str] = None) -> tuple[str, str]:
+    """The image and label columns: given ones checked, missing ones found by feature type."""
+    import datasets
+
+    names = list(features)
+    for flag, col in (("--image-column", image_column), ("--label-column", label_column)):
+        if col is not None and col not in features:
+            raise UsageError(f"column '{col}' ({flag}) not found; the dataset has columns {names}")
+    if image_column is None:
+        found = [c for c, f in features.items() if isinstance(f, datasets.Image)]
+        if not found:
+            raise UsageError(f"no image column (feature Image) found among columns {names}: pass --image-column")
+        image_column = found[0]
+    if label_column is None:
+        found = [c for c, f in features.items() if isinstance(f, datasets.ClassLabel)]
+        if not found:
+            found = [c for c in ("label", "labels") if c in features
+                     and isinstance(features[c], datasets.Value) and "int" in features[c].dtype]
+        if not found:
+            raise UsageError(f"no label column (feature ClassLabel) found among columns {names}: pass --label-column")
+        label_column = found[0]
+    if not isinstance(features[image_column], datasets.Image):
+        raise UsageError(f"column '{image_column}' holds {type(features[image_column]).__name__}, not images: "
+                         f"pass --image-column with one of {names}")
+    return image_column, label_column
+
+
+def class_names(features, label_column: str, labels: np.ndarray) -> list[str]:
+    """Class names from the ClassLabel feature, or the label values as strings."""
+    import datasets
+
+    feature = features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if labels.size == 0 or labels.min() < 0:
+        raise UsageError(f"column '{label_column}' must hold class indices 0..K-1: pass --label-column")
+    return [str(i) for i in range(int(labels.max()) + 1)]
+
+
+def select_per_class(labels: np.ndarray, per_class: Optional[int], seed: int, names: Sequence[str],
+                     split: str = "train", flag: str = "--samples-per-class") -> np.ndarray:
+    """Exactly `per_class` row indices of every class, drawn by `seed`; sorted. None keeps every row."""
+    if per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for k, name in enumerate(names):
+        rows = np.flatnonzero(labels == k)
+        if len(rows) < per_class:
+            raise UsageError(f"class '{name}' has only {len(rows)} images in split '{split}', fewer than "
+                             f"{flag} {per_class}: lower it to at most {len(rows)}")
+        chosen.append(rng.permutation(rows)[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
+def decode_images(ds, image_column: str, indices: np.ndarray, size: Optional[int] = None,
+                  chunk: int = 1000) -> torch.Tensor:
+    """Decode the chosen rows once into uint8 [N, 3, H, W]; images of mixed sizes are resized to `size`."""
+    from PIL import Image
+
+    subset = ds.select(indices.tolist())
+    arrays: list[np.ndarray] = []
+    for batch in subset.iter(batch_size=chunk):
+        arrays.extend(np.asarray(im.convert("RGB")) for im in batch[image_column])
+    if not arrays:
+        return torch.empty(0, 3, size or 1, size or 1, dtype=torch.uint8)
+    if len({a.shape for a in arrays}) > 1:
+        if size is None:
+            raise UsageError("images have different sizes: pass --img-size so they can be resized on decoding")
+        arrays = [np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in arrays]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def default_cache_dir() -> str:
+    """$VIT_TRAINER_CACHE or ~/.cache/vit_trainer."""
+    return os.environ.get("VIT_TRAINER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vit_trainer"))
+
+
+def _cache_path(cache_dir: str, fingerprint: str, split: str, image_column: str, indices: np.ndarray,
+                size: Optional[int]) -> str:
+    key = hashlib.sha1(json.dumps([CACHE_VERSION, fingerprint, split, image_column, size]).encode())
+    key.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
+    return os.path.join(cache_dir, f"{split}-{key.hexdigest()[:20]}.safetensors")
+
+
+def decode_cached(ds, split: str, image_column: str, indices: np.ndarray, size: Optional[int],
+                  cache_dir: Optional[str]) -> torch.Tensor:
+    """decode_images, cached on disk by dataset fingerprint and selection (None: no cache)."""
+    from safetensors.torch import load_file, save_file
+
+    if cache_dir is None:
+        return decode_images(ds, image_column, indices, size)
+    path = _cache_path(cache_dir, ds._fingerprint, split, image_column, indices, size)
+    if os.path.exists(path):
+        try:
+            return load_file(path)["images"]
+        except Exception:
+            pass  # a damaged cache file is rebuilt below
+    images = decode_images(ds, image_column, indices, size)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        save_file({"images": images}, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return images
+
+
+def _labels_of(ds, column: str) -> np.ndarray:
+    return np.asarray(ds[column], dtype=np.int64)
+
+
+def load_data(dataset: str, train_split: str = "train", eval_split: str = "test", *,
+              image_column: Optional[str] = None, label_column: Optional[str] = None,
+              samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
+              seed: int = 0, size: Optional[int] = None, cache_dir: Optional[str] = None,
+              dataset_config: Optional[str] = None) -> DataBundle:
+    """Open the dataset, check it, choose the rows, and decode both splits."""
+    dsdict = open_dataset(dataset, dataset_config)
+    train_ds = get_split(dsdict, train_split, "--train-split")
+    eval_ds = get_split(dsdict, eval_split, "--eval-split")
+    img_col, lbl_col = find_columns(train_ds.features, image_column, label_column)
+    find_columns(eval_ds.features, img_col, lbl_col)
+    train_labels = _labels_of(train_ds, lbl_col)
+    eval_labels = _labels_of(eval_ds, lbl_col)
+    names = class_names(train_ds.features, lbl_col, train_labels)
+    if eval_labels.size and (eval_labels.min() < 0 or eval_labels.max() >= len(names)):
+        raise UsageError(f"split '{eval_split}' has labels outside 0..{len(names) - 1}: check --label-column")
+    train_idx = select_per_class(train_labels, samples_per_class, seed, names, train_split, "--samples-per-class")
+    # The eval selection uses a different stream from the train one, so that the two never line up by accident.
+    eval_idx = select_per_class(eval_labels, eval_samples_per_class, seed + 1, names, eval_split,
+                                "--eval-samples-per-class")
+    splits = []
+    for ds, split, idx, labels in ((train_ds, train_split, train_idx, train_labels),
+                                   (eval_ds, eval_split, eval_idx, eval_labels)):
+        images = decode_cached(ds, split, img_col, idx, size, cache_dir)
+        splits.append(SplitData(images, torch.from_numpy(labels[idx]), idx))
+    return DataBundle(splits[0], splits[1], names, img_col, lbl_col, train_ds._fingerprint)

@@ -1,0 +1,33 @@
+"""User-facing errors: one line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """Bad input from the user: the message names the problem and the fix."""
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def exit_on_usage_error(fn: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a CLI entry point so that a UsageError prints one line and exits with code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as err:
+            # Every process finds the same problem; one line is enough.
+            if _is_main_rank():
+                print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper

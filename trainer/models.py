@@ -1,0 +1,137 @@
+"""Model creation through timm: from scratch, from the hub, from a file, or rebuilt from a run folder."""
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .augment import View
+from .checkpoint import read_run_config, read_weight_shapes, resolve_run
+from .errors import UsageError
+
+
+def check_model_name(name: str) -> None:
+    """UsageError with close matches when timm does not know the name."""
+    import timm
+
+    if timm.is_model(name):
+        return
+    arch = name.split(".")[0]
+    close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('vit_*')"
+    raise UsageError(f"unknown timm model '{name}': {hint}")
+
+
+def _linear(in_features: int, out_features: int) -> str:
+    return f"Linear({in_features}->{out_features})"
+
+
+def _head_in_features(model: nn.Module) -> int:
+    head = model.get_classifier()
+    return int(getattr(head, "in_features", getattr(model, "num_features", 0)))
+
+
+def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None, model_kwargs: Optional[dict] = None,
+                 pretrained: bool = False, pretrained_file: Optional[str] = None) -> tuple[nn.Module, str]:
+    """Build a timm model with a `num_classes` head; returns it and a one-line note on the head."""
+    import timm
+
+    check_model_name(name)
+    kwargs = dict(model_kwargs or {})
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if pretrained_file:
+        return _from_file(name, num_classes, pretrained_file, kwargs)
+    try:
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except TypeError as err:
+        raise UsageError(f"timm model '{name}' rejects --model-kwargs {model_kwargs} ({err}): check the names") from None
+    except Exception as err:
+        if not pretrained:
+            raise
+        raise UsageError(f"could not get pretrained weights for '{name}' from the Hugging Face Hub "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); offline, "
+                         "download the weights elsewhere and pass --pretrained-file FILE") from None
+    width = _head_in_features(model)
+    if pretrained:
+        source = int(model.pretrained_cfg.get("num_classes", num_classes))
+        note = (f"head: {_linear(width, source)} replaced by {_linear(width, num_classes)}" if source != num_classes
+                else f"head: {_linear(width, source)} kept from the pretrained weights")
+    else:
+        note = f"head: {_linear(width, num_classes)}, every layer from scratch"
+    return model, note
+
+
+def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn.Module, str]:
+    import timm
+
+    shapes = read_weight_shapes(path, "--pretrained-file")
+    try:
+        probe = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    except TypeError as err:
+        raise UsageError(f"timm model '{name}' rejects --model-kwargs ({err}): check the names") from None
+    classifier = probe.pretrained_cfg.get("classifier", "head")
+    classifier = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
+    wanted = [k for k in probe.state_dict() if not k.startswith(f"{classifier}.")]
+    missing = [k for k in wanted if k not in shapes]
+    if missing:
+        raise UsageError(f"--pretrained-file {path} does not fit model '{name}': {len(missing)} of {len(wanted)} "
+                         f"backbone weights are missing (e.g. {missing[0]}); pass a file saved from the same "
+                         "architecture and --model-kwargs")
+    head_shape = shapes.get(f"{classifier}.weight")
+    source = int(head_shape[0]) if head_shape else num_classes
+    overlay = dict(file=os.path.abspath(path), num_classes=source, custom_load=False)
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay,
+                                  **kwargs)
+    except Exception as err:
+        raise UsageError(f"--pretrained-file {path} does not load into '{name}' "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}): pass a file saved from the same "
+                         "architecture and --model-kwargs") from None
+    width = _head_in_features(model)
+    note = (f"head: {_linear(width, source)} replaced by {_linear(width, num_classes)}" if source != num_classes
+            else f"head: {_linear(width, source)} kept from {os.path.basename(path)}")
+    return model, note
+
+
+def input_view(model: nn.Module, img_size: Optional[int] = None) -> View:
+    """The input the model expects: size, interpolation, mean and std from timm's data config."""
+    import timm
+
+    dc = timm.data.resolve_data_config({}, model=model)
+    size = img_size
+    if size is None:
+        patch_embed_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        size = int(patch_embed_size[0]) if patch_embed_size else int(dc["input_size"][-1])
+    return View(int(size), tuple(dc["mean"]), tuple(dc["std"]), dc.get("interpolation", "bicubic"))
+
+
+def load_run(path: str, what: str = "checkpoint") -> tuple[nn.Module, dict]:
+    """Rebuild a train_cls.py model from its run folder through timm, in eval mode on the CPU."""
+    import timm
+
+    weights, config_path = resolve_run(path, what)
+    cfg = read_run_config(config_path, what)
+    read_weight_shapes(weights, what)  # a truncated file fails here, with a clear line
+    kwargs = dict(cfg.get("model_kwargs") or {})
+    if cfg.get("img_size"):
+        kwargs["img_size"] = cfg["img_size"]
+    overlay = dict(file=os.path.abspath(weights), num_classes=cfg["num_classes"], custom_load=False)
+    check_model_name(cfg["architecture"])
+    try:
+        model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=cfg["num_classes"],
+                                  pretrained_cfg_overlay=overlay, **kwargs)
+    except Exception as err:
+        raise UsageError(f"{what} {weights} does not match its {os.path.basename(config_path)} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}): keep the files of one run together"
+                         ) from None
+    return model.eval(), cfg
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+

@@ -1,0 +1,74 @@
+"""Resumable training state: accelerate's save_state plus the loop's own position, written atomically."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Optional
+
+from .config import TrainConfig
+from .errors import UsageError
+
+STATE_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoints_dir(output_dir: str) -> str:
+    """OUTPUT_DIR/checkpoints."""
+    return os.path.join(output_dir, "checkpoints")
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Complete checkpoint folders, oldest first."""
+    root = checkpoints_dir(output_dir)
+    if not os.path.isdir(root):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(root) if (m := _STEP_DIR.match(name))
+             and os.path.isfile(os.path.join(root, name, STATE_FILE))]
+    return [os.path.join(root, name) for _, name in sorted(found)]
+
+
+def save_checkpoint(accelerator, cfg: TrainConfig, state: dict) -> Optional[str]:
+    """Write checkpoints/step-N/ (temporary name, then rename) and keep the newest cfg.keep_checkpoints."""
+    root = checkpoints_dir(cfg.output_dir)
+    final = os.path.join(root, f"step-{state['step']}")
+    tmp = os.path.join(root, f".tmp-step-{state['step']}")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(root, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with open(os.path.join(tmp, STATE_FILE), "w") as f:
+            json.dump(state, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in list_checkpoints(cfg.output_dir)[:-cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_checkpoint(resume_from: str, output_dir: str) -> str:
+    """The folder --resume-from names ('latest': the newest in OUTPUT_DIR/checkpoints)."""
+    if resume_from == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            raise UsageError(f"--resume-from latest: no checkpoint in {checkpoints_dir(output_dir)}; "
+                             "start the run with --checkpoint-every to make them")
+        return found[-1]
+    if not os.path.isfile(os.path.join(resume_from, STATE_FILE)):
+        raise UsageError(f"--resume-from {resume_from} is not a complete checkpoint folder (no {STATE_FILE}): "
+                         "pass OUTPUT_DIR/checkpoints/step-N or 'latest'")
+    return resume_from
+
+
+def load_checkpoint(accelerator, resume_from: str, cfg: TrainConfig) -> dict:
+    """Restore model, optimizer, scheduler and RNG states; return the loop's position."""
+    folder = find_checkpoint(resume_from, cfg.output_dir)
+    with open(os.path.join(folder, STATE_FILE)) as f:
+        state = json.load(f)
+    accelerator.load_state(folder)
+    return state
