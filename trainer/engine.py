@@ -42,6 +42,9 @@ class Plugin(Protocol):
     def setup(self, run: "Run") -> None:
         """Load and check everything before the first step; raise UsageError on bad input."""
 
+    def on_start(self, run: "Run") -> None:
+        """Log what the plugin brings (once, before the first step of a fresh run)."""
+
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The training objective for one micro-batch."""
 
@@ -244,7 +247,7 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
     log.print(f"model {cfg.model}: {count_params(acc.unwrap_model(model)) / 1e6:.2f}M params, "
               f"{run.head_note}; {n_train} train / {len(data.eval)} eval images, {world} process(es) on {device.type}, "
               f"mixed precision {acc.mixed_precision}")
-    if plugin is not None and hasattr(plugin, "on_start") and not resume_from:
+    if plugin is not None and not resume_from:
         plugin.on_start(run)
 
     meter = Meter(device)

@@ -1,0 +1,141 @@
+"""Knowledge distillation: a loss and a frozen teacher that plug into the engine's one loop."""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .augment import View, augment
+from .config import TrainConfig
+from .errors import UsageError
+from .models import load_run
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, kd_type: str = "soft",
+            alpha: float = 0.5, temperature: float = 4.0, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(1 - alpha) * CE(student, labels) + alpha * KD, KD soft (KL at temperature T, times T^2) or hard."""
+    student = student.float()
+    ce = F.cross_entropy(student, labels, label_smoothing=label_smoothing)
+    if alpha == 0:
+        return ce
+    if kd_type == "soft":
+        t = temperature
+        # batchmean is the true KL per sample; T^2 keeps the gradient scale independent of T (Hinton et al.).
+        kd = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher.float() / t, dim=-1),
+                      reduction="batchmean", log_target=True) * (t * t)
+    elif kd_type == "hard":
+        kd = F.cross_entropy(student, teacher.argmax(dim=-1))
+    else:
+        raise ValueError(f"unknown kd_type {kd_type!r}")
+    return (1 - alpha) * ce + alpha * kd
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, view: View, accelerator, batch_size: int,
+                   flip: bool = False) -> torch.Tensor:
+    """Logits of every image (optionally mirrored), each process doing its share, gathered in order."""
+    import math
+
+    n, world = images.shape[0], accelerator.num_processes
+    per = math.ceil(n / world)
+    lo, hi = min(accelerator.process_index * per, n), min((accelerator.process_index + 1) * per, n)
+    chunks = []
+    for i in range(lo, hi, batch_size):
+        x = images[i:min(i + batch_size, hi)]
+        flips = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flip else None
+        with torch.inference_mode(), accelerator.autocast():
+            chunks.append(model(augment(x, view, flips)).float())
+    local = torch.cat(chunks) if chunks else None
+    if world == 1:
+        return local.clone()
+    k = model.num_classes
+    padded = torch.zeros(per, k, device=accelerator.device)
+    if local is not None:
+        padded[: local.shape[0]] = local
+    return accelerator.gather(padded)[:n]
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Distiller:
+    """The engine's plugin for train_kd.py: teacher set-up, its cached or online logits, the KD loss."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.teacher: Optional[torch.nn.Module] = None
+        self.view: Optional[View] = None
+        self.same_view = False
+        self.cache: Optional[torch.Tensor] = None  # [N, views, K]
+        self.eval_reference: Optional[torch.Tensor] = None
+        self.teacher_eval_top1: Optional[float] = None
+        self.cache_key: Optional[str] = None
+        self.accelerator = None
+
+    def setup(self, run) -> None:
+        """Rebuild the teacher from its run folder, check it against the data, freeze it, evaluate it once."""
+        from .engine import evaluate
+
+        cfg, acc, data = self.cfg, run.accelerator, run.data
+        teacher, tcfg = load_run(cfg.teacher, what="--teacher")
+        names = tcfg.get("label_names")
+        if tcfg["num_classes"] != len(data.label_names) or (names is not None and list(names) != data.label_names):
+            raise UsageError(
+                f"--teacher {cfg.teacher} was trained on {tcfg['num_classes']} classes {names}, the dataset has "
+                f"{len(data.label_names)} {data.label_names}: distill on the teacher's dataset or train a teacher on "
+                "this one")
+        teacher.requires_grad_(False)
+        self.teacher = teacher.to(acc.device).eval()
+        self.accelerator = acc
+        self.view = View(int(tcfg.get("img_size") or run.view.size), tuple(tcfg.get("mean", run.view.mean)),
+                         tuple(tcfg.get("std", run.view.std)), tcfg.get("interpolation", run.view.interpolation))
+        self.same_view = self.view == run.view
+        eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
+        res = evaluate(self.teacher, data.eval, self.view, acc, eval_bs, return_preds=True)
+        self.teacher_eval_top1, self.eval_reference = res["top1"], res["preds"]
+        weights = os.path.join(cfg.teacher, "model.safetensors") if os.path.isdir(cfg.teacher) else cfg.teacher
+        digest = hashlib.sha1(_file_digest(weights).encode())
+        digest.update(data.train.indices.tobytes())
+        self.cache_key = digest.hexdigest()[:16]
+        if cfg.teacher_cache:
+            views = [False, True] if cfg.flip else [False]
+            self.cache = torch.stack([predict_logits(self.teacher, data.train.images, self.view, acc, eval_bs, flip=f)
+                                      for f in views], dim=1)
+
+    def on_start(self, run) -> None:
+        """Log the teacher's own eval top-1 once, before the first step."""
+        run.log.event("teacher_eval", 0.0, 0, top1=self.teacher_eval_top1)
+        run.log.print(f"teacher {self.cfg.teacher}: eval top1 {self.teacher_eval_top1:.4f}; "
+                      f"{self.cfg.kd_type} KD, alpha {self.cfg.kd_alpha}, T {self.cfg.kd_temperature}"
+                      f"{', cached logits' if self.cache is not None else ', online teacher'}")
+
+    def teacher_logits(self, batch) -> torch.Tensor:
+        """The teacher's logits for the student's augmented batch: from the cache, or computed now."""
+        if self.cache is not None:
+            view = batch.flip.long() if batch.flip is not None else torch.zeros_like(batch.index)
+            return self.cache[batch.index, view]
+        x = batch.inputs if self.same_view else augment(batch.images, self.view, batch.flip, batch.crop, batch.crop_pad)
+        with torch.inference_mode(), self.accelerator.autocast():
+            out = self.teacher(x)
+        return out.float().clone()  # a normal tensor again, so autograd may save it for the student's backward
+
+    def loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
+        """The distillation objective for one micro-batch."""
+        cfg = self.cfg
+        teacher = self.teacher_logits(batch) if cfg.kd_alpha > 0 else logits
+        return kd_loss(logits, teacher, batch.labels, cfg.kd_type, cfg.kd_alpha, cfg.kd_temperature,
+                       cfg.label_smoothing)
+
+    def summary(self) -> dict:
+        """Keys for summary.json and config.json."""
+        return {"teacher": self.cfg.teacher, "kd_type": self.cfg.kd_type, "kd_alpha": self.cfg.kd_alpha,
+                "kd_temperature": self.cfg.kd_temperature, "teacher_cache": self.cache is not None,
+                "teacher_eval_top1": self.teacher_eval_top1, "teacher_cache_key": self.cache_key}
