@@ -109,7 +109,7 @@ def read_run_config(config_path: str, what: str = "checkpoint") -> dict:
     except (OSError, ValueError) as err:
         raise UsageError(f"{what} config {config_path} is not valid JSON ({_short(err)}): "
                          "restore it from the run folder") from None
-    missing = [k for k in ("architecture", "num_classes") if k not in cfg]
+    missing = [k for k in ("architecture", "num_classes", "img_size", "mean", "std") if k not in cfg]
     if missing:
         raise UsageError(f"{what} config {config_path} lacks {missing}: it was not written by train_cls.py")
     return cfg

@@ -31,7 +31,7 @@ class SplitData:
 class DataBundle:
     """What a run trains and evaluates on."""
 
-    train: SplitData
+    train: Optional[SplitData]  # None when only evaluating
     eval: SplitData
     label_names: list[str]
     image_column: str
@@ -197,15 +197,15 @@ def _labels_of(ds, column: str) -> np.ndarray:
     return np.asarray(ds[column], dtype=np.int64)
 
 
-def load_data(dataset: str, train_split: str = "train", eval_split: str = "test", *,
+def load_data(dataset: str, train_split: Optional[str] = "train", eval_split: str = "test", *,
               image_column: Optional[str] = None, label_column: Optional[str] = None,
               samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
               seed: int = 0, size: Optional[int] = None, cache_dir: Optional[str] = None,
               dataset_config: Optional[str] = None) -> DataBundle:
-    """Open the dataset, check it, choose the rows, and decode both splits."""
+    """Open the dataset, check it, choose the rows, and decode both splits (train_split None: eval only)."""
     dsdict = open_dataset(dataset, dataset_config)
-    train_ds = get_split(dsdict, train_split, "--train-split")
     eval_ds = get_split(dsdict, eval_split, "--eval-split")
+    train_ds = get_split(dsdict, train_split, "--train-split") if train_split is not None else eval_ds
     img_col, lbl_col = find_columns(train_ds.features, image_column, label_column)
     find_columns(eval_ds.features, img_col, lbl_col)
     train_labels = _labels_of(train_ds, lbl_col)
@@ -213,13 +213,17 @@ def load_data(dataset: str, train_split: str = "train", eval_split: str = "test"
     names = class_names(train_ds.features, lbl_col, train_labels)
     if eval_labels.size and (eval_labels.min() < 0 or eval_labels.max() >= len(names)):
         raise UsageError(f"split '{eval_split}' has labels outside 0..{len(names) - 1}: check --label-column")
-    train_idx = select_per_class(train_labels, samples_per_class, seed, names, train_split, "--samples-per-class")
+    train_idx = (select_per_class(train_labels, samples_per_class, seed, names, train_split, "--samples-per-class")
+                 if train_split is not None else None)
     # The eval selection uses a different stream from the train one, so that the two never line up by accident.
     eval_idx = select_per_class(eval_labels, eval_samples_per_class, seed + 1, names, eval_split,
                                 "--eval-samples-per-class")
-    splits = []
+    splits: list[Optional[SplitData]] = []
     for ds, split, idx, labels in ((train_ds, train_split, train_idx, train_labels),
                                    (eval_ds, eval_split, eval_idx, eval_labels)):
+        if idx is None:
+            splits.append(None)
+            continue
         images = decode_cached(ds, split, img_col, idx, size, cache_dir)
         splits.append(SplitData(images, torch.from_numpy(labels[idx]), idx))
     return DataBundle(splits[0], splits[1], names, img_col, lbl_col, train_ds._fingerprint)

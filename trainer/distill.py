@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .augment import View, augment
 from .config import TrainConfig
 from .errors import UsageError
-from .models import load_run
+from .models import load_run, run_view
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, kd_type: str = "soft",
@@ -95,8 +95,7 @@ class Distiller:
         teacher.requires_grad_(False)
         self.teacher = teacher.to(acc.device).eval()
         self.accelerator = acc
-        self.view = View(int(tcfg.get("img_size") or run.view.size), tuple(tcfg.get("mean", run.view.mean)),
-                         tuple(tcfg.get("std", run.view.std)), tcfg.get("interpolation", run.view.interpolation))
+        self.view = run_view(tcfg)
         self.same_view = self.view == run.view
         eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
         res = evaluate(self.teacher, data.eval, self.view, acc, eval_bs, return_preds=True)

@@ -109,6 +109,12 @@ def input_view(model: nn.Module, img_size: Optional[int] = None) -> View:
     return View(int(size), tuple(dc["mean"]), tuple(dc["std"]), dc.get("interpolation", "bicubic"))
 
 
+def run_view(config: dict) -> View:
+    """The input view a run was trained with, from its config.json."""
+    return View(int(config["img_size"]), tuple(config["mean"]), tuple(config["std"]),
+                config.get("interpolation", "bicubic"))
+
+
 def load_run(path: str, what: str = "checkpoint") -> tuple[nn.Module, dict]:
     """Rebuild a train_cls.py model from its run folder through timm, in eval mode on the CPU."""
     import timm

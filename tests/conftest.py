@@ -1,0 +1,75 @@
+"""Shared fixtures: small image datasets written by the tests themselves, and the small ViT's arguments."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
+# A ViT of the same family as vit_tiny, sized for 2 CPU cores.
+SMALL_VIT = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8", "depth=2"]
+SMALL_VIT_KWARGS = {"patch_size": 8, "depth": 2}
+
+needs_cifar10 = pytest.mark.skipif(
+    not (CIFAR10 / "plain_text").is_dir(),
+    reason=f"real CIFAR-10 not found at {CIFAR10} (the workplace copy of uoft-cs/cifar10; absent in a user's clone)")
+
+
+def make_images(labels: np.ndarray, size: int, rng: np.random.Generator, palette: np.ndarray) -> list:
+    """Learnable toy images: each class has its own colour and stripe direction, under heavy noise."""
+    from PIL import Image
+
+    out = []
+    for y in labels:
+        # The per-image colour shift makes classes overlap: no model gets everything right, so models differ.
+        img = rng.normal(0, 60, size=(size, size, 3)) + palette[y] + rng.normal(0, 18, size=3)
+        if y % 2:
+            img[::4, :, :] += 20
+        else:
+            img[:, ::4, :] += 20
+        out.append(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)))
+    return out
+
+
+def make_dataset(path: Path, per_class: dict[str, int], num_classes: int = 4, size: int = 32,
+                 image_column: str = "img", label_column: str = "label", seed: int = 0) -> Path:
+    """Write a save_to_disk DatasetDict with Image and ClassLabel features."""
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    names = [f"class{k}" for k in range(num_classes)]
+    features = datasets.Features({image_column: datasets.Image(), label_column: datasets.ClassLabel(names=names)})
+    palette = np.random.default_rng(1234).integers(100, 156, size=(num_classes, 3))
+    splits = {}
+    for split, n in per_class.items():
+        labels = np.repeat(np.arange(num_classes), n)
+        rng.shuffle(labels)
+        splits[split] = datasets.Dataset.from_dict(
+            {image_column: make_images(labels, size, rng, palette), label_column: labels.tolist()},
+            features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory) -> Path:
+    """4 classes, 60 train and 20 test images per class, 32x32."""
+    return make_dataset(tmp_path_factory.mktemp("data") / "toy", {"train": 60, "test": 20})
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One decode cache for the whole session."""
+    return tmp_path_factory.mktemp("decode-cache")
+
+
+def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a top-level script (or -m module) in a fresh interpreter, as a user would."""
+    cmd = [sys.executable, *(["-m", script[3:]] if script.startswith("-m ") else [str(ROOT / script)]), *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
