@@ -1,0 +1,152 @@
+"""Distillation: loss formulas, frozen teacher, exact logit cache, agreement, bad teachers."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer.cli import main_cls, main_kd
+from trainer.distill import kd_loss
+
+from .conftest import SMALL_VIT, make_dataset, run_script
+
+STUDENT = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8", "depth=1"]
+
+
+def test_soft_loss_matches_hand_computation():
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
+    t = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]])
+    y = torch.tensor([0, 2])
+    T, alpha = 4.0, 0.3
+    kl = 0.0
+    for i in range(2):
+        p_t = torch.softmax(t[i] / T, -1)
+        log_p_s = torch.log_softmax(s[i] / T, -1)
+        kl += float((p_t * (p_t.log() - log_p_s)).sum())
+    kl = kl / 2 * T * T
+    ce = float(F.cross_entropy(s, y))
+    got = float(kd_loss(s, t, y, "soft", alpha, T))
+    assert math.isclose(got, (1 - alpha) * ce + alpha * kl, rel_tol=1e-6)
+
+
+def test_hard_loss_is_cross_entropy_on_teacher_argmax():
+    s = torch.randn(6, 5)
+    t = torch.randn(6, 5)
+    y = torch.randint(0, 5, (6,))
+    expected = 0.5 * F.cross_entropy(s, y) + 0.5 * F.cross_entropy(s, t.argmax(-1))
+    assert torch.allclose(kd_loss(s, t, y, "hard", 0.5, 4.0), expected)
+
+
+def test_alpha_zero_is_plain_cross_entropy():
+    s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    assert torch.allclose(kd_loss(s, t, y, "soft", 0.0, 2.0), F.cross_entropy(s, y))
+    assert torch.allclose(kd_loss(s, s, y, "soft", 1.0, 3.0), torch.tensor(0.0), atol=1e-6)
+
+
+def _kd_args(dataset, out, cache_dir, teacher, *extra):
+    return [*STUDENT, "--dataset", str(dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
+            "--samples-per-class", "40", "--batch-size", "16", "--lr", "2e-3", "--warmup-epochs", "0.2",
+            "--no-progress", "--teacher", str(teacher), *extra]
+
+
+@pytest.fixture(scope="module")
+def teacher(toy_dataset, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    main_cls([*SMALL_VIT, "--dataset", str(toy_dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
+              "--samples-per-class", "40", "--batch-size", "16", "--lr", "2e-3", "--epochs", "3", "--no-progress"])
+    return out
+
+
+def _digest(folder) -> dict:
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_distilled_student_agrees_more_and_teacher_is_untouched(toy_dataset, cache_dir, teacher, tmp_path):
+    before = _digest(teacher)
+    distilled = main_kd(_kd_args(toy_dataset, tmp_path / "kd", cache_dir, teacher, "--epochs", "3",
+                                 "--kd-alpha", "1", "--kd-temperature", "2"))
+    alone = main_kd(_kd_args(toy_dataset, tmp_path / "alone", cache_dir, teacher, "--epochs", "3",
+                             "--kd-alpha", "0"))
+    assert _digest(teacher) == before
+    teacher_summary = json.loads((teacher / "summary.json").read_text())
+    assert distilled["teacher_eval_top1"] == pytest.approx(teacher_summary["final"]["eval_top1"])
+    assert distilled["teacher_agreement"] > alone["teacher_agreement"]
+    saved = json.loads((tmp_path / "kd" / "summary.json").read_text())
+    for key in ("teacher", "kd_type", "kd_alpha", "kd_temperature", "teacher_eval_top1", "teacher_agreement"):
+        assert key in saved
+    records = [json.loads(line) for line in (tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "teacher_eval"
+    assert all("agreement" in r for r in records if r["event"] == "eval")
+
+
+def test_teacher_cache_equals_online_teacher(toy_dataset, cache_dir, teacher, tmp_path):
+    from trainer.config import parse_args
+    from trainer.distill import Distiller
+    from trainer.engine import Batch, setup
+
+    cfg = parse_args(_kd_args(toy_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache"), kd=True)
+    cached = Distiller(cfg)
+    run = setup(cfg, cached)
+    online = Distiller(parse_args(_kd_args(toy_dataset, tmp_path / "y", cache_dir, teacher), kd=True))
+    online.setup(run)
+    assert cached.cache.shape == (len(run.data.train), 2, 4)
+    idx = torch.arange(0, 24)
+    for flip in (torch.zeros(24, dtype=torch.bool), torch.ones(24, dtype=torch.bool), torch.rand(24) < 0.5):
+        from trainer.augment import augment
+
+        images = run.data.train.images[idx]
+        batch = Batch(images, run.data.train.labels[idx], idx, flip, None, 0, augment(images, run.view, flip))
+        assert torch.allclose(cached.teacher_logits(batch), online.teacher_logits(batch), atol=1e-5)
+
+
+def test_teacher_cache_refused_with_random_crop(toy_dataset, teacher, tmp_path):
+    res = run_script("train_kd.py", *_kd_args(toy_dataset, tmp_path / "o", tmp_path / "c", teacher,
+                                              "--teacher-cache", "--random-crop", "4"))
+    assert res.returncode == 2
+    assert "--teacher-cache needs a finite set of views" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def _bad_teachers(teacher, tmp_path, toy_dataset):
+    truncated = tmp_path / "truncated"
+    shutil.copytree(teacher, truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 3])
+    no_config = tmp_path / "no_config"
+    shutil.copytree(teacher, no_config)
+    (no_config / "config.json").unlink()
+    other_classes = tmp_path / "other_classes"
+    shutil.copytree(teacher, other_classes)
+    cfg = json.loads((other_classes / "config.json").read_text())
+    cfg["label_names"] = ["cat", "dog", "ship", "truck"]
+    (other_classes / "config.json").write_text(json.dumps(cfg))
+    pth = tmp_path / "weights.pth"
+    pth.write_bytes(b"x")
+    return [
+        (tmp_path / "missing", "does not exist"),
+        (truncated, "not a readable safetensors file"),
+        (no_config / "model.safetensors", "no config.json beside it"),
+        (other_classes, "was trained on 4 classes"),
+        (pth, "is not a safetensors checkpoint"),
+    ]
+
+
+def test_bad_teachers_exit_2_with_one_line(toy_dataset, teacher, tmp_path):
+    for bad, message in _bad_teachers(teacher, tmp_path, toy_dataset):
+        out = tmp_path / f"out-{bad.name}"
+        res = run_script("train_kd.py", *_kd_args(toy_dataset, out, tmp_path / "c", bad, "--epochs", "1"))
+        assert res.returncode == 2, (bad, res.stderr[-2000:])
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, (bad, res.stderr)
+        assert not out.exists()
+
+
+def test_teacher_with_other_class_count(toy_dataset, teacher, tmp_path, cache_dir):
+    three = make_dataset(tmp_path / "three", {"train": 40, "test": 10}, num_classes=3)
+    res = run_script("train_kd.py", *_kd_args(three, tmp_path / "o", cache_dir, teacher, "--epochs", "1"))
+    assert res.returncode == 2 and "was trained on 4 classes" in res.stderr and "the dataset has 3" in res.stderr
