@@ -43,11 +43,12 @@ def write_json(path: str, obj: Any) -> None:
     atomic_write(path, _write)
 
 
-def save_model(model: torch.nn.Module, path: str) -> None:
+def save_state_dict(state_dict: dict, path: str) -> None:
     """Save a plain timm state dict (contiguous CPU tensors) as safetensors, atomically."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    # torch.compile prefixes keys with _orig_mod.; timm expects the plain names.
+    state = {k.removeprefix("_orig_mod."): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
 
 

@@ -348,7 +348,7 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
         clock.stop()
         bar.close()
     check_finite()
-    return _finish(run, acc.unwrap_model(model), last_eval, log, meter, best, clock.read(), step, plugin)
+    return _finish(run, model, last_eval, log, meter, best, clock.read(), step, plugin)
 
 
 def _every(n: int, step: int) -> bool:
@@ -427,11 +427,12 @@ def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: O
             step: int, plugin: Optional[Plugin]) -> dict:
     cfg, acc = run.cfg, run.accelerator
     final_train = meter.read(acc)
+    state = acc.get_state_dict(model)  # every process joins: under FSDP this gathers the shards
     summary = {
         "model": cfg.model,
         "pretrained": bool(cfg.pretrained or cfg.pretrained_file),
         "init": f"file:{cfg.pretrained_file}" if cfg.pretrained_file else ("hub" if cfg.pretrained else "scratch"),
-        "num_params": count_params(model),
+        "num_params": count_params(acc.unwrap_model(model)),
         "epochs": cfg.epochs,
         "steps": step,
         "num_train": len(run.data.train),
@@ -451,7 +452,7 @@ def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: O
             summary["teacher_agreement"] = last_eval["agreement"]
     acc.wait_for_everyone()
     if acc.is_main_process:
-        ckpt.save_model(model, os.path.join(cfg.output_dir, ckpt.MODEL_FILE))
+        ckpt.save_state_dict(state, os.path.join(cfg.output_dir, ckpt.MODEL_FILE))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.CONFIG_FILE), run_config(run, plugin))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.SUMMARY_FILE), summary)
     if cfg.report_to != "none":
