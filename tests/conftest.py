@@ -37,8 +37,9 @@ def make_images(labels: np.ndarray, size: int, rng: np.random.Generator, palette
 
 
 def make_dataset(path: Path, per_class: dict[str, int], num_classes: int = 4, size: int = 32,
-                 image_column: str = "img", label_column: str = "label", seed: int = 0) -> Path:
-    """Write a save_to_disk DatasetDict with Image and ClassLabel features."""
+                 image_column: str = "img", label_column: str = "label", seed: int = 0,
+                 rows: dict[str, int] | None = None) -> Path:
+    """Write a save_to_disk DatasetDict with Image and ClassLabel features (rows: exact row counts per split)."""
     import datasets
 
     rng = np.random.default_rng(seed)
@@ -46,8 +47,9 @@ def make_dataset(path: Path, per_class: dict[str, int], num_classes: int = 4, si
     features = datasets.Features({image_column: datasets.Image(), label_column: datasets.ClassLabel(names=names)})
     palette = np.random.default_rng(1234).integers(100, 156, size=(num_classes, 3))
     splits = {}
-    for split, n in per_class.items():
-        labels = np.repeat(np.arange(num_classes), n)
+    for split, n in {**per_class, **(rows or {})}.items():
+        count = (rows or {}).get(split, n * num_classes)
+        labels = np.arange(count) % num_classes
         rng.shuffle(labels)
         splits[split] = datasets.Dataset.from_dict(
             {image_column: make_images(labels, size, rng, palette), label_column: labels.tolist()},

@@ -135,6 +135,10 @@ def setup(cfg: TrainConfig, plugin: Optional[Plugin] = None, resume: bool = Fals
         split.images, split.labels = split.images.to(device), split.labels.to(device)
     if plugin is not None:
         plugin.setup(run)
+    if resume:
+        from .resume import find_checkpoint
+
+        find_checkpoint(cfg.resume_from, cfg.output_dir)
     return run
 
 
@@ -237,6 +241,10 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
         from .resume import load_checkpoint
 
         state = load_checkpoint(acc, resume_from, cfg)
+        key = plugin.summary().get("teacher_cache_key") if plugin is not None else None
+        if state.get("plugin") != key:
+            raise UsageError(f"--resume-from: the teacher or the training images differ from the checkpoint's "
+                             "(cache key mismatch): resume with the same --teacher and data arguments")
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = RunLog(acc, cfg.output_dir, append=bool(resume_from))
     if resume_from:
@@ -252,7 +260,7 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
 
     meter = Meter(device)
     if state["meter"]:
-        meter.load_state_dict(state["meter"])
+        meter.load_state_dict(state["meter"], rank)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
     step, best = state["step"], state["best_eval_top1"]
     clock = Stopwatch(state["train_time_s"])  # training wall time, evaluation excluded
@@ -343,11 +351,13 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
                 save_checkpoint(acc, cfg, {
                     "epoch": epoch + 1 if end_of_epoch else epoch, "micro": 0 if end_of_epoch else micro + 1,
                     "step": step, "best_eval_top1": best, "train_time_s": clock.read(), "epoch_base_s": epoch_base,
-                    "meter": meter.state_dict(),
+                    "meter": meter.state_dict(acc),
                     "plugin": plugin.summary().get("teacher_cache_key") if plugin is not None else None})
         clock.stop()
         bar.close()
     check_finite()
+    if not last_eval:  # resumed from the very last checkpoint: nothing left to train, evaluate once
+        last_eval = evaluate(acc.unwrap_model(model), data.eval, run.view, acc, eval_bs, reference=reference)
     return _finish(run, model, last_eval, log, meter, best, clock.read(), step, plugin)
 
 
@@ -465,6 +475,5 @@ def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: O
 
 def train(cfg: TrainConfig, plugin: Optional[Plugin] = None) -> dict:
     """setup() then fit(): the whole run behind train_cls.py and train_kd.py."""
-    resume = getattr(cfg, "resume_from", None)
-    run = setup(cfg, plugin, resume=bool(resume))
-    return fit(run, plugin, resume_from=resume)
+    run = setup(cfg, plugin, resume=bool(cfg.resume_from))
+    return fit(run, plugin, resume_from=cfg.resume_from)

@@ -32,14 +32,16 @@ class Meter:
         count = max(count, 1.0)
         return {"loss": loss_sum / count, "top1": hits / count, "count": int(count)}
 
-    def state_dict(self) -> dict:
-        """Accumulators, for an exact resume."""
-        return {"sums": self.sums.cpu().tolist(), "count": self.count}
+    def state_dict(self, accelerator) -> list[list[float]]:
+        """Every process's accumulators (gathered, so the main process can save them all), for an exact resume."""
+        packed = torch.cat([self.sums, self.sums.new_tensor([self.count])])[None]
+        return (accelerator.gather(packed) if accelerator.num_processes > 1 else packed).cpu().tolist()
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore accumulators saved by state_dict."""
-        self.sums.copy_(torch.tensor(state["sums"], dtype=self.sums.dtype))
-        self.count = int(state["count"])
+    def load_state_dict(self, state: list[list[float]], rank: int) -> None:
+        """Restore this process's accumulators from state_dict's list."""
+        *sums, count = state[rank]
+        self.sums.copy_(torch.tensor(sums, dtype=self.sums.dtype))
+        self.count = int(count)
 
 
 def _finite(x: Any) -> Any:

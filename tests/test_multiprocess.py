@@ -1,0 +1,75 @@
+"""Two real processes on the CPU (torchrun, one gloo group): exact eval counts, one writer."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from trainer.metrics import read_jsonl
+
+from .conftest import ROOT, SMALL_VIT, make_dataset
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def odd_dataset(tmp_path_factory):
+    """A test split of 1,001 images: it does not split evenly over 2 processes or batches."""
+    return make_dataset(tmp_path_factory.mktemp("odd") / "odd", {"train": 30}, rows={"test": 1001})
+
+
+@pytest.fixture(scope="module")
+def two_process_run(odd_dataset, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    res = torchrun(2, str(ROOT / "train_cls.py"), *SMALL_VIT, "--dataset", str(odd_dataset), "--output-dir", str(out),
+                   "--cache-dir", str(cache_dir), "--samples-per-class", "25", "--eval-samples-per-class", "all",
+                   "--batch-size", "8", "--epochs", "2", "--eval-every", "5", "--no-progress")
+    assert res.returncode == 0, res.stderr[-4000:]
+    return out, res
+
+
+def test_two_processes_train_as_one_group(two_process_run):
+    out, res = two_process_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["num_train"] == 100 and summary["num_eval"] == 1001
+    # 100 images, global batch 16: 7 steps an epoch, not the 13 that two independent copies would each take.
+    assert summary["steps"] == 14
+    records = read_jsonl(str(out / "metrics.jsonl"))
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [5, 7, 10, 14]  # written once, by the main process
+    assert res.stdout.count("epoch 1/2 |") == 1
+
+
+def _evaluate(nproc: int, run, dataset) -> dict:
+    args = ["-m", "trainer.evaluate", "--checkpoint", str(run), "--dataset", str(dataset), "--batch-size", "64"]
+    if nproc == 1:
+        res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    else:
+        res = torchrun(nproc, *args)
+    assert res.returncode == 0, res.stderr[-4000:]
+    lines = res.stdout.strip().splitlines()
+    return json.loads(lines[-1])
+
+
+def test_eval_counts_every_sample_once_on_two_processes(two_process_run, odd_dataset):
+    out, _ = two_process_run
+    one, two = _evaluate(1, out, odd_dataset), _evaluate(2, out, odd_dataset)
+    assert one["num_samples"] == two["num_samples"] == 1001
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["top1"] == one["top1"]
+    assert abs(two["loss"] - one["loss"]) < 1e-5
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(one["top1"] - summary["final"]["eval_top1"]) < 1e-9

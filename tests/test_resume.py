@@ -1,0 +1,100 @@
+"""A run killed with SIGKILL and resumed ends exactly where the run left alone ends."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from trainer.metrics import read_jsonl
+
+from .conftest import ROOT, SMALL_VIT, run_script
+
+
+def _args(dataset, out, cache_dir, *extra):
+    return [*SMALL_VIT, "--dataset", str(dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
+            "--samples-per-class", "40", "--batch-size", "8", "--epochs", "3", "--lr", "2e-3", "--random-crop", "2",
+            "--log-every", "4", "--eval-every", "9", "--no-progress", *extra]
+
+
+def _strip_timing(records):
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_path):
+    ref = tmp_path / "ref"
+    assert run_script("train_cls.py", *_args(toy_dataset, ref, cache_dir)).returncode == 0
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "train_cls.py"), *_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5",
+                                                              "--keep-checkpoints", "2")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = out / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any(p.name.startswith("step-") and int(p.name[5:]) >= 25 for p in ckpts.iterdir()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()
+    kept = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step-"))
+    assert 1 <= len(kept) <= 3  # --keep-checkpoints 2, plus possibly one being renamed into place
+
+    res = run_script("train_cls.py", *_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5",
+                                            "--resume-from", "latest"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    assert _strip_timing(read_jsonl(str(out / "metrics.jsonl"))) == _strip_timing(read_jsonl(str(ref / "metrics.jsonl")))
+    s_ref = json.loads((ref / "summary.json").read_text())
+    s_out = json.loads((out / "summary.json").read_text())
+    assert s_out["final"] == s_ref["final"] and s_out["best_eval_top1"] == s_ref["best_eval_top1"]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-55", "step-60"]  # --keep-checkpoints 2 (default)
+
+
+def test_resume_needs_a_checkpoint(toy_dataset, cache_dir, tmp_path):
+    res = run_script("train_cls.py", *_args(toy_dataset, tmp_path / "o", cache_dir, "--resume-from", "latest"))
+    assert res.returncode == 2 and "no checkpoint" in res.stderr
+
+
+def test_non_finite_loss_stops_with_the_step(toy_dataset, cache_dir, tmp_path):
+    import pytest
+    import torch.nn.functional as F
+
+    from trainer.config import parse_args
+    from trainer.engine import fit, setup
+    from trainer.errors import UsageError
+
+    class BreaksAtSeven:
+        eval_reference = None
+        calls = 0
+
+        def setup(self, run):
+            pass
+
+        def on_start(self, run):
+            pass
+
+        def loss(self, logits, batch):
+            self.calls += 1
+            loss = F.cross_entropy(logits, batch.labels)
+            return loss * float("nan") if self.calls == 7 else loss
+
+        def summary(self):
+            return {}
+
+    out = tmp_path / "o"
+    cfg = parse_args(_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5"))
+    plugin = BreaksAtSeven()
+    with pytest.raises(UsageError, match="non-finite at step 7"):
+        fit(setup(cfg, plugin), plugin)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-5"]
+    assert not (out / "model.safetensors").exists()
