@@ -38,14 +38,15 @@ def make_images(labels: np.ndarray, size: int, rng: np.random.Generator, palette
 
 def make_dataset(path: Path, per_class: dict[str, int], num_classes: int = 4, size: int = 32,
                  image_column: str = "img", label_column: str = "label", seed: int = 0,
-                 rows: dict[str, int] | None = None) -> Path:
+                 rows: dict[str, int] | None = None, spread: float = 1.0) -> Path:
     """Write a save_to_disk DatasetDict with Image and ClassLabel features (rows: exact row counts per split)."""
     import datasets
 
     rng = np.random.default_rng(seed)
     names = [f"class{k}" for k in range(num_classes)]
     features = datasets.Features({image_column: datasets.Image(), label_column: datasets.ClassLabel(names=names)})
-    palette = np.random.default_rng(1234).integers(100, 156, size=(num_classes, 3))
+    # spread < 1 pulls the class colours together: a harder task on which models make different mistakes.
+    palette = 128 + spread * (np.random.default_rng(1234).integers(100, 156, size=(num_classes, 3)) - 128)
     splits = {}
     for split, n in {**per_class, **(rows or {})}.items():
         count = (rows or {}).get(split, n * num_classes)

@@ -50,15 +50,22 @@ def test_alpha_zero_is_plain_cross_entropy():
 
 def _kd_args(dataset, out, cache_dir, teacher, *extra):
     return [*STUDENT, "--dataset", str(dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
-            "--samples-per-class", "40", "--batch-size", "16", "--lr", "2e-3", "--warmup-epochs", "0.2",
+            "--samples-per-class", "60", "--batch-size", "16", "--lr", "2e-3", "--warmup-epochs", "0.2",
             "--no-progress", "--teacher", str(teacher), *extra]
 
 
 @pytest.fixture(scope="module")
-def teacher(toy_dataset, cache_dir, tmp_path_factory):
+def hard_dataset(tmp_path_factory):
+    """Classes that overlap (a teacher gets about 3 in 4 right), so that students can disagree with it."""
+    return make_dataset(tmp_path_factory.mktemp("hard") / "hard", {"train": 60, "test": 50}, spread=0.5)
+
+
+@pytest.fixture(scope="module")
+def teacher(hard_dataset, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "t"
-    main_cls([*SMALL_VIT, "--dataset", str(toy_dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
-              "--samples-per-class", "40", "--batch-size", "16", "--lr", "2e-3", "--epochs", "3", "--no-progress"])
+    main_cls([*SMALL_VIT, "--dataset", str(hard_dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
+              "--samples-per-class", "60", "--batch-size", "16", "--lr", "2e-3", "--warmup-epochs", "0.2",
+              "--epochs", "3", "--no-progress"])
     return out
 
 
@@ -66,16 +73,16 @@ def _digest(folder) -> dict:
     return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_distilled_student_agrees_more_and_teacher_is_untouched(toy_dataset, cache_dir, teacher, tmp_path):
+def test_distilled_student_agrees_more_and_teacher_is_untouched(hard_dataset, cache_dir, teacher, tmp_path):
     before = _digest(teacher)
-    distilled = main_kd(_kd_args(toy_dataset, tmp_path / "kd", cache_dir, teacher, "--epochs", "3",
+    distilled = main_kd(_kd_args(hard_dataset, tmp_path / "kd", cache_dir, teacher, "--epochs", "3",
                                  "--kd-alpha", "1", "--kd-temperature", "2"))
-    alone = main_kd(_kd_args(toy_dataset, tmp_path / "alone", cache_dir, teacher, "--epochs", "3",
+    alone = main_kd(_kd_args(hard_dataset, tmp_path / "alone", cache_dir, teacher, "--epochs", "3",
                              "--kd-alpha", "0"))
     assert _digest(teacher) == before
     teacher_summary = json.loads((teacher / "summary.json").read_text())
     assert distilled["teacher_eval_top1"] == pytest.approx(teacher_summary["final"]["eval_top1"])
-    assert distilled["teacher_agreement"] > alone["teacher_agreement"]
+    assert distilled["teacher_agreement"] >= alone["teacher_agreement"] + 0.05
     saved = json.loads((tmp_path / "kd" / "summary.json").read_text())
     for key in ("teacher", "kd_type", "kd_alpha", "kd_temperature", "teacher_eval_top1", "teacher_agreement"):
         assert key in saved
@@ -84,15 +91,15 @@ def test_distilled_student_agrees_more_and_teacher_is_untouched(toy_dataset, cac
     assert all("agreement" in r for r in records if r["event"] == "eval")
 
 
-def test_teacher_cache_equals_online_teacher(toy_dataset, cache_dir, teacher, tmp_path):
+def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path):
     from trainer.config import parse_args
     from trainer.distill import Distiller
     from trainer.engine import Batch, setup
 
-    cfg = parse_args(_kd_args(toy_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache"), kd=True)
+    cfg = parse_args(_kd_args(hard_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache"), kd=True)
     cached = Distiller(cfg)
     run = setup(cfg, cached)
-    online = Distiller(parse_args(_kd_args(toy_dataset, tmp_path / "y", cache_dir, teacher), kd=True))
+    online = Distiller(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher), kd=True))
     online.setup(run)
     assert cached.cache.shape == (len(run.data.train), 2, 4)
     idx = torch.arange(0, 24)
@@ -104,15 +111,15 @@ def test_teacher_cache_equals_online_teacher(toy_dataset, cache_dir, teacher, tm
         assert torch.allclose(cached.teacher_logits(batch), online.teacher_logits(batch), atol=1e-5)
 
 
-def test_teacher_cache_refused_with_random_crop(toy_dataset, teacher, tmp_path):
-    res = run_script("train_kd.py", *_kd_args(toy_dataset, tmp_path / "o", tmp_path / "c", teacher,
+def test_teacher_cache_refused_with_random_crop(hard_dataset, teacher, tmp_path):
+    res = run_script("train_kd.py", *_kd_args(hard_dataset, tmp_path / "o", tmp_path / "c", teacher,
                                               "--teacher-cache", "--random-crop", "4"))
     assert res.returncode == 2
     assert "--teacher-cache needs a finite set of views" in res.stderr
     assert not (tmp_path / "o").exists()
 
 
-def _bad_teachers(teacher, tmp_path, toy_dataset):
+def _bad_teachers(teacher, tmp_path, hard_dataset):
     truncated = tmp_path / "truncated"
     shutil.copytree(teacher, truncated)
     data = (truncated / "model.safetensors").read_bytes()
@@ -136,17 +143,17 @@ def _bad_teachers(teacher, tmp_path, toy_dataset):
     ]
 
 
-def test_bad_teachers_exit_2_with_one_line(toy_dataset, teacher, tmp_path):
-    for bad, message in _bad_teachers(teacher, tmp_path, toy_dataset):
+def test_bad_teachers_exit_2_with_one_line(hard_dataset, teacher, tmp_path):
+    for bad, message in _bad_teachers(teacher, tmp_path, hard_dataset):
         out = tmp_path / f"out-{bad.name}"
-        res = run_script("train_kd.py", *_kd_args(toy_dataset, out, tmp_path / "c", bad, "--epochs", "1"))
+        res = run_script("train_kd.py", *_kd_args(hard_dataset, out, tmp_path / "c", bad, "--epochs", "1"))
         assert res.returncode == 2, (bad, res.stderr[-2000:])
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, (bad, res.stderr)
         assert not out.exists()
 
 
-def test_teacher_with_other_class_count(toy_dataset, teacher, tmp_path, cache_dir):
-    three = make_dataset(tmp_path / "three", {"train": 40, "test": 10}, num_classes=3)
+def test_teacher_with_other_class_count(hard_dataset, teacher, tmp_path, cache_dir):
+    three = make_dataset(tmp_path / "three", {"train": 60, "test": 10}, num_classes=3)
     res = run_script("train_kd.py", *_kd_args(three, tmp_path / "o", cache_dir, teacher, "--epochs", "1"))
     assert res.returncode == 2 and "was trained on 4 classes" in res.stderr and "the dataset has 3" in res.stderr
