@@ -70,6 +70,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where the help already explains them or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, [], argparse.SUPPRESS) or isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus the error; the project's rule is one line and exit code 2."""
 
@@ -114,13 +124,13 @@ def build_parser(kd: bool = False, prog: Optional[str] = None) -> argparse.Argum
         prog=prog,
         description=("Distill a timm ViT student from a trained teacher" if kd else "Train or fine-tune a timm ViT")
         + " on an image-classification dataset, through Hugging Face Accelerate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=d.dataset, help="hub id or local folder (load_dataset or save_to_disk)")
     g.add_argument("--dataset-config", default=d.dataset_config, help="dataset configuration name, if any")
-    g.add_argument("--train-split", default=d.train_split)
-    g.add_argument("--eval-split", default=d.eval_split)
+    g.add_argument("--train-split", default=d.train_split, help="split to train on")
+    g.add_argument("--eval-split", default=d.eval_split, help="split to evaluate on")
     g.add_argument("--image-column", default=None, help="default: the column whose feature is Image")
     g.add_argument("--label-column", default=None, help="default: the column whose feature is ClassLabel")
     g.add_argument("--samples-per-class", type=_optional_int, default=d.samples_per_class,

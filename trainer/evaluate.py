@@ -5,14 +5,14 @@ import argparse
 import json
 from typing import Optional, Sequence
 
-from .config import _OneLineParser, _optional_int
+from .config import _DefaultsFormatter, _OneLineParser, _optional_int
 from .errors import UsageError, exit_on_usage_error
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of trainer.evaluate."""
     p = _OneLineParser(prog="python -m trainer.evaluate", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_DefaultsFormatter)
     p.add_argument("--checkpoint", required=True, help="a train_cls.py/train_kd.py output folder or its model.safetensors")
     p.add_argument("--dataset", default=None, help="default: the dataset the run was trained on")
     p.add_argument("--dataset-config", default=None)

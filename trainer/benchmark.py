@@ -1,0 +1,157 @@
+"""Test-time throughput, measured the way timm's benchmark.py does; the last stdout line is JSON.
+
+    python -m trainer.benchmark --model vit_tiny_patch16_224 --batch-size 32 --device cpu
+    python -m trainer.benchmark --checkpoint runs/part3 --device cuda --precision bf16 --compile
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import nullcontext
+from typing import Optional, Sequence
+
+import torch
+
+from .config import _DefaultsFormatter, _OneLineParser, _parse_kwargs
+from .errors import UsageError, exit_on_usage_error
+
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_batches(model: torch.nn.Module, batch: torch.Tensor, precision: str, warmup: int, iters: int) -> float:
+    """Seconds per batch: warm-up calls, then timed calls bracketed by device synchronisation."""
+    device = batch.device
+    autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
+                else nullcontext())
+    with torch.inference_mode(), autocast:
+        for _ in range(warmup):
+            model(batch)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(batch)
+        _sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def throughput(model: torch.nn.Module, img_size: int, batch_size: int, device: torch.device, precision: str = "fp32",
+               channels_last: bool = False, warmup: int = 5, iters: int = 20) -> dict:
+    """Images per second on a synthetic batch; halves the batch after an out-of-memory error."""
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    while True:
+        try:
+            batch = torch.randn(batch_size, 3, img_size, img_size, device=device)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            seconds = time_batches(model, batch, precision, warmup, iters)
+            return {"batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            torch.cuda.empty_cache()
+            batch_size //= 2
+
+
+def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters: int = 20) -> float:
+    """Batch-1 latency on the CPU in fp32: the number that matters on a phone or a small board."""
+    model = model.to("cpu").eval()
+    return time_batches(model, torch.randn(1, 3, img_size, img_size), "fp32", warmup, iters) * 1e3
+
+
+def end_to_end(model: torch.nn.Module, view, dataset: str, device: torch.device, batch_size: int, precision: str,
+               split: str = "test", limit: int = 2000) -> float:
+    """Images per second through the real eval input pipeline (decoded images -> resize -> model)."""
+    from .augment import preprocess
+    from .data import default_cache_dir, load_data
+
+    data = load_data(dataset, None, split, eval_samples_per_class=None, cache_dir=default_cache_dir())
+    images = data.eval.images[:limit].to(device)
+    autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
+                else nullcontext())
+    model = model.to(device).eval()
+    with torch.inference_mode(), autocast:
+        model(preprocess(images[:batch_size], view))  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        for i in range(0, images.shape[0], batch_size):
+            model(preprocess(images[i:i + batch_size], view)).argmax(-1)
+        _sync(device)
+    return images.shape[0] / (time.perf_counter() - start)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of trainer.benchmark."""
+    p = _OneLineParser(prog="python -m trainer.benchmark", description=__doc__, formatter_class=_DefaultsFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a timm model name")
+    src.add_argument("--checkpoint", help="a train_cls.py/train_kd.py run folder")
+    p.add_argument("--model-kwargs", nargs="*", default=[], metavar="K=V")
+    p.add_argument("--num-classes", type=int, default=10, help="head size for --model")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--img-size", type=int, default=None, help="default: the model's own")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when present")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations")
+    p.add_argument("--iters", type=int, default=20, help="timed iterations")
+    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the batch-1 CPU latency")
+    p.add_argument("--dataset", default=None, help="also time the real eval pipeline on this dataset's eval split")
+    p.add_argument("--eval-split", default="test")
+    return p
+
+
+def build_model(args) -> tuple[torch.nn.Module, int, object]:
+    """The model to time: a fresh timm model, or a run rebuilt from its folder."""
+    from .models import create_model, input_view, load_run, run_view
+
+    if args.checkpoint:
+        model, cfg = load_run(args.checkpoint, "--checkpoint")
+        view = run_view(cfg)
+    else:
+        model, _ = create_model(args.model, args.num_classes, img_size=args.img_size,
+                                model_kwargs=_parse_kwargs(args.model_kwargs))
+        view = input_view(model, args.img_size)
+    return model, view.size, view
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Measure and print one JSON line."""
+    args = build_parser().parse_args(argv)
+    for name in ("batch_size", "warmup", "iters"):
+        if getattr(args, name) < (1 if name != "warmup" else 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible here; use --device cpu")
+    model, img_size, view = build_model(args)
+    from .models import count_params
+
+    out = {"model": args.model or args.checkpoint, "img_size": img_size, "num_params": count_params(model),
+           "precision": args.precision, "device": device.type, "channels_last": args.channels_last,
+           "compile": args.compile, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    if args.latency:
+        out["cpu_latency_ms_bs1"] = cpu_latency_ms(model, img_size, min(args.warmup, 5), args.iters)
+    timed = torch.compile(model) if args.compile else model
+    out.update(throughput(timed, img_size, args.batch_size, device, args.precision, args.channels_last,
+                          args.warmup, args.iters))
+    if args.dataset:
+        out["end_to_end_images_per_s"] = end_to_end(timed, view, args.dataset, device, out["batch_size"],
+                                                    args.precision, args.eval_split)
+    print(json.dumps(out), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
