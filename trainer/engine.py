@@ -465,9 +465,8 @@ def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: O
         ckpt.save_state_dict(state, os.path.join(cfg.output_dir, ckpt.MODEL_FILE))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.CONFIG_FILE), run_config(run, plugin))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.SUMMARY_FILE), summary)
-    if cfg.report_to != "none":
-        acc.end_training()
     acc.wait_for_everyone()
+    acc.end_training()  # closes trackers and the process group, so no process exits while another still talks
     log.print(f"done: eval top1 {summary['final']['eval_top1']:.4f} (best {best:.4f}) in {train_time:.1f}s; "
               f"wrote {cfg.output_dir}/{{{ckpt.MODEL_FILE},{ckpt.CONFIG_FILE},{ckpt.SUMMARY_FILE},{ckpt.METRICS_FILE}}}")
     return summary

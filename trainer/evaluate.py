@@ -78,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         out["compare_with"] = args.compare_with
     if acc.is_main_process:
         print(json.dumps(out), flush=True)
+    acc.wait_for_everyone()
+    acc.end_training()
     return out
 
 

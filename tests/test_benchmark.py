@@ -1,0 +1,40 @@
+"""trainer.benchmark: timm-style throughput with a JSON last line, out-of-memory fallback, run folders."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainer import benchmark
+
+from .conftest import run_script
+
+
+def test_cli_prints_json_last(tmp_path):
+    res = run_script("-m trainer.benchmark", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+                     "--model-kwargs", "patch_size=8", "depth=1", "--batch-size", "8", "--device", "cpu",
+                     "--warmup", "1", "--iters", "3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("model", "batch_size", "precision", "device", "images_per_s", "ms_per_batch", "cpu_latency_ms_bs1"):
+        assert key in out
+    assert out["batch_size"] == 8 and out["device"] == "cpu" and out["precision"] == "fp32"
+    assert out["images_per_s"] == pytest.approx(8 / (out["ms_per_batch"] / 1e3), rel=1e-6)
+
+
+def test_out_of_memory_halves_the_batch():
+    class Picky(torch.nn.Module):
+        def forward(self, x):
+            if x.shape[0] > 4:
+                raise torch.cuda.OutOfMemoryError("too big")
+            return x.mean((1, 2, 3))
+
+    res = benchmark.throughput(Picky(), 8, 32, torch.device("cpu"), warmup=1, iters=2)
+    assert res["batch_size"] == 4
+
+
+def test_bad_numbers_exit_2():
+    res = run_script("-m trainer.benchmark", "--model", "vit_tiny_patch16_224", "--batch-size", "0")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: --batch-size must be positive, got 0"]
