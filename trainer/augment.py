@@ -1,6 +1,7 @@
 """Batched augmentation, resizing and normalisation on the device: no per-sample PIL work."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -37,6 +38,14 @@ def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int) -> Epoc
     return EpochPlan(order, flips, crop)
 
 
+@functools.lru_cache(maxsize=16)
+def _mean_std(view: View, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per device: a fresh host-to-GPU copy every step would synchronise the host with the GPU.
+    mean = torch.tensor(view.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(view.std, device=device, dtype=dtype).view(1, 3, 1, 1)
+    return mean, std
+
+
 def _resize_normalize(x: torch.Tensor, view: View) -> torch.Tensor:
     if x.shape[-1] != view.size or x.shape[-2] != view.size:
         mode = view.interpolation if view.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
@@ -45,8 +54,7 @@ def _resize_normalize(x: torch.Tensor, view: View) -> torch.Tensor:
                           antialias=down and mode != "nearest")
         if mode == "bicubic":
             x = x.clamp_(0.0, 1.0)  # bicubic overshoots; clamp like PIL does
-    mean = torch.tensor(view.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(view.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean, std = _mean_std(view, x.device, x.dtype)
     return (x - mean) / std
 
 

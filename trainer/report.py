@@ -39,28 +39,32 @@ def _num(x: Optional[float], fmt: str = "{:.3f}") -> str:
 
 
 def plot_curves(runs: dict, path: str) -> None:
-    """Loss and top-1 against epoch, train dashed and eval solid, one colour per run."""
+    """Loss and top-1 against epoch: eval (solid, every evaluation) and train (dashed, epoch averages)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     for i, (run, s) in enumerate(runs.items()):
-        colour = f"C{i}"
-        for event, style in (("train", "--"), ("eval", "-")):
-            recs = [r for r in s["records"] if r["event"] == event and r.get("loss") is not None]
-            xs = [r["epoch"] for r in recs]
-            axes[0].plot(xs, [r["loss"] for r in recs], style, color=colour, marker="." if event == "eval" else None,
-                         label=f"{TITLES[run]} ({event})")
-            axes[1].plot(xs, [100 * r["top1"] for r in recs], style, color=colour,
-                         marker="." if event == "eval" else None, label=f"{TITLES[run]} ({event})")
-    axes[0].set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss (train: objective over the epoch so far)")
+        recs = s["records"]
+        evals = [r for r in recs if r["event"] == "eval" and r.get("loss") is not None]
+        # Train lines are running averages over the epoch so far; the epoch-end value is the epoch's average.
+        trains = [r for r in recs if r["event"] == "train" and float(r["epoch"]).is_integer()]
+        for ax, key, scale in ((axes[0], "loss", 1), (axes[1], "top1", 100)):
+            ax.plot([r["epoch"] for r in evals], [scale * r[key] for r in evals], "-", marker=".", color=f"C{i}")
+            ax.plot([r["epoch"] for r in trains], [scale * r[key] for r in trains], "--", marker="x", color=f"C{i}",
+                    alpha=0.8)
+    axes[0].set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     axes[1].set(xlabel="epoch", ylabel="top-1 (%)", title="Top-1 accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles = [Line2D([], [], color=f"C{i}", lw=3, label=TITLES[run]) for i, run in enumerate(runs)]
+    handles += [Line2D([], [], color="k", ls="-", marker=".", label="eval"),
+                Line2D([], [], color="k", ls="--", marker="x", label="train (epoch average)")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -71,16 +75,23 @@ def plot_tradeoff(runs: dict, throughput: dict, path: str, device: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    xs = []
     for i, (run, s) in enumerate(runs.items()):
         key = "base" if "base" in run else "tiny"
         if key not in throughput or s["final"]["eval_top1"] is None:
             continue
         x, y = throughput[key]["images_per_s"], 100 * s["final"]["eval_top1"]
+        xs.append(x)
         ax.scatter([x], [y], color=f"C{i}", s=60, zorder=3)
-        ax.annotate(TITLES[run], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(TITLES[run], (x, y), textcoords="offset points", xytext=(-6, 6), fontsize=8, ha="right")
     ax.set_xscale("log")
+    if xs:
+        ax.set_xlim(min(xs) / 3, max(xs) * 1.8)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel=f"test-time throughput (images/s, {device}, log scale)", ylabel="final eval top-1 (%)",
            title="Accuracy against speed")
     ax.grid(alpha=0.3, which="both")
@@ -106,8 +117,9 @@ def observations(runs: dict, study: dict) -> list[str]:
         lat = thr["base"]["cpu_latency_ms_bs1"] / thr["tiny"]["cpu_latency_ms_bs1"]
         cost = ""
         if "part2_base_pretrained" in top and "part3_tiny_pretrained" in top:
-            cost = (f"; it costs {100 * (top['part2_base_pretrained'] - top['part3_tiny_pretrained']):.1f} points "
-                    f"of top-1 ({_pct(top['part3_tiny_pretrained'])} against {_pct(top['part2_base_pretrained'])})")
+            gap = 100 * (top["part2_base_pretrained"] - top["part3_tiny_pretrained"])
+            cost = (f"; its top-1 is {abs(gap):.1f} points {'lower' if gap >= 0 else 'higher'} "
+                    f"({_pct(top['part3_tiny_pretrained'])} against {_pct(top['part2_base_pretrained'])})")
         out.append(f"ViT-Ti is {speed:.1f}x faster than ViT-B at test time ({thr['tiny']['images_per_s']:.0f} against "
                    f"{thr['base']['images_per_s']:.0f} images/s on {thr['tiny']['device']}, "
                    f"{thr['tiny']['precision']}) and {lat:.1f}x faster at batch 1 on the CPU{cost}.")
@@ -143,6 +155,7 @@ def write_report(out_dir: str) -> str:
     for run, title in TITLES.items():
         s = runs.get(run)
         init = study.get("inits", {}).get(run, "")
+        init = "stand-in (see below)" if "STAND-IN" in init else init
         if s is None:
             lines.append(f"| {title} | | {init} | | | | | | | | | not run |")
             continue
@@ -165,9 +178,9 @@ def write_report(out_dir: str) -> str:
     stand_ins = {r: i for r, i in study.get("inits", {}).items() if "STAND-IN" in i}
     if stand_ins:
         lines += ["", "## Pretrained weights", "",
-                  "ImageNet weights were not used here. Parts marked STAND-IN start from weights pretrained in this "
-                  "study on a different task (see the init column): they show how the toolkit handles a pretrained "
-                  "start and a head swap, not what ImageNet pretraining is worth."]
+                  "ImageNet weights were not used here. " + "; ".join(f"{TITLES[r]}: {i}" for r, i in stand_ins.items())
+                  + ". These runs show how the toolkit handles a pretrained start and a head swap, not what "
+                  "ImageNet pretraining is worth."]
     if runs:
         plot_curves(runs, os.path.join(out_dir, "curves.png"))
         plot_tradeoff(runs, thr, os.path.join(out_dir, "tradeoff.png"),

@@ -29,10 +29,11 @@ class Preset:
     eval_samples_per_class: Optional[int]
     epochs: int
     batch_size: int
-    lr: float
+    lr: float  # the tiny model's; the base model uses base_lr
     base_model: str
     tiny_model: str
     img_size: Optional[int] = None
+    base_lr: Optional[float] = None
     base_kwargs: list[str] = field(default_factory=list)
     tiny_kwargs: list[str] = field(default_factory=list)
     mixed_precision: Optional[str] = None
@@ -61,7 +62,7 @@ def hw2_preset() -> Preset:
 def demo_preset(data_dir: str) -> Preset:
     """scikit-learn's digits as 32x32 RGB, small ViTs of the same family, minutes on 2 CPU cores."""
     return Preset(dataset=data_dir, samples_per_class=60, eval_samples_per_class=None, epochs=5, batch_size=32,
-                  lr=1e-3, base_model="vit_base_patch16_224", tiny_model="vit_tiny_patch16_224", img_size=32,
+                  lr=1e-3, base_lr=3e-4, base_model="vit_base_patch16_224", tiny_model="vit_tiny_patch16_224", img_size=32,
                   base_kwargs=["patch_size=8", "depth=2"], tiny_kwargs=["patch_size=8", "depth=2"],
                   mixed_precision="no", eval_every=10, bench_batch_size=64, bench_precision="fp32",
                   standin_epochs=4, standin_per_class=60,
@@ -158,8 +159,9 @@ def _common(p: Preset, out: str, cache_dir: Optional[str]) -> list[str]:
     return args
 
 
-def _model(name: str, kwargs: list[str]) -> list[str]:
-    return ["--model", name] + (["--model-kwargs", *kwargs] if kwargs else [])
+def _model(name: str, kwargs: list[str], lr: Optional[float] = None) -> list[str]:
+    # argparse keeps the last --lr, so a model's own rate overrides the common one.
+    return ["--model", name] + (["--model-kwargs", *kwargs] if kwargs else []) + (["--lr", str(lr)] if lr else [])
 
 
 def _launch(script: str, argv: list[str], out: str, progress: bool) -> dict:
@@ -202,7 +204,8 @@ def _pretrained_source(kind: str, model: str, p: Preset, args, out_dir: str, cac
                                  "--lr", str(p.lr), "--output-dir", run, *(["--img-size", str(p.img_size)]
                                                                           if p.img_size else []),
                                  *(["--mixed-precision", p.mixed_precision] if p.mixed_precision else []),
-                                 *(["--cache-dir", cache_dir] if cache_dir else []), *_model(model, kwargs)],
+                                 *(["--cache-dir", cache_dir] if cache_dir else []),
+                                 *_model(model, kwargs, p.base_lr if kind == "base" else None)],
                 run, progress)
         return (["--pretrained-file", os.path.join(run, "model.safetensors")],
                 f"STAND-IN, not ImageNet: pretrained here for {p.standin_epochs} epochs on a 20-class "
@@ -223,12 +226,12 @@ def run_study(preset: str, out_dir: str, args) -> dict:
         p = hw2_preset()
         if args.dataset:
             p.dataset = args.dataset
-    for name in ("epochs", "samples_per_class", "batch_size"):
-        if getattr(args, name):
+    for name in ("epochs", "samples_per_class", "batch_size", "standin_epochs", "standin_per_class"):
+        if getattr(args, name, None):
             setattr(p, name, getattr(args, name))
     progress = not args.no_progress
     common = lambda run: _common(p, os.path.join(out_dir, run), cache_dir)  # noqa: E731
-    base, tiny = _model(p.base_model, p.base_kwargs), _model(p.tiny_model, p.tiny_kwargs)
+    base, tiny = _model(p.base_model, p.base_kwargs, p.base_lr), _model(p.tiny_model, p.tiny_kwargs)
     inits, notes = {}, []
     started = time.perf_counter()
 
@@ -332,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the preset")
     p.add_argument("--samples-per-class", type=int, default=None, help="override the preset")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset")
+    p.add_argument("--standin-epochs", type=int, default=None, help="override the preset's stand-in pretraining")
+    p.add_argument("--standin-per-class", type=int, default=None, help="override the preset's stand-in pretraining")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="throughput device")
     p.add_argument("--cache-dir", default=None, help="decoded-image cache")
     p.add_argument("--seed", type=int, default=42)

@@ -1,0 +1,42 @@
+"""The demo study end to end (shrunk): five runs, a report with both plots, and no repeated runs."""
+from __future__ import annotations
+
+import json
+import os
+
+from trainer.study import main as study_main
+
+RUNS = ["part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", "part4_tiny_distilled",
+        "part4_tiny_scratch"]
+
+
+def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir):
+    out = tmp_path / "demo"
+    argv = ["--preset", "demo", "--output-dir", str(out), "--epochs", "1", "--samples-per-class", "8",
+            "--standin-epochs", "1", "--standin-per-class", "8", "--cache-dir", str(cache_dir), "--no-progress"]
+    study = study_main(argv)
+    for run in RUNS:
+        assert (out / run / "summary.json").is_file(), run
+        assert not (out / run / "checkpoints").exists()  # resumable state is dropped once a run is complete
+    assert "STAND-IN" in study["inits"]["part2_base_pretrained"] and study["inits"]["part1_base_scratch"] == "scratch"
+    assert set(study["throughput"]) == {"base", "tiny"}
+    assert study["throughput"]["tiny"]["images_per_s"] > study["throughput"]["base"]["images_per_s"]
+    assert set(study["agreement_with_teacher"]) == {"part3_tiny_pretrained", "part4_tiny_distilled",
+                                                    "part4_tiny_scratch"}
+    distilled = json.loads((out / "part4_tiny_distilled" / "summary.json").read_text())
+    assert distilled["teacher"].endswith("part2_base_pretrained")
+    report = (out / "report.md").read_text()
+    for title in ("1. ViT-B from scratch", "2. ViT-B pretrained", "3. ViT-Ti pretrained",
+                  "4. ViT-Ti pretrained + teacher", "4'. ViT-Ti from scratch"):
+        assert title in report
+    assert "Pretraining added" in report and "faster than ViT-B" in report and "The teacher added" in report
+    assert "STAND-IN" in report and "not ImageNet" in report
+    for png in ("curves.png", "tradeoff.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    stamps = {run: os.path.getmtime(out / run / "summary.json") for run in RUNS}
+    (out / "part4_tiny_scratch" / "summary.json").unlink()  # as if the study had been interrupted there
+    study_main(argv)
+    for run in RUNS[:-1]:
+        assert os.path.getmtime(out / run / "summary.json") == stamps[run], run
+    assert (out / "part4_tiny_scratch" / "summary.json").is_file()
