@@ -39,23 +39,31 @@ def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int) -> Epoc
 
 
 @functools.lru_cache(maxsize=16)
-def _mean_std(view: View, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    # Built once per device: a fresh host-to-GPU copy every step would synchronise the host with the GPU.
-    mean = torch.tensor(view.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(view.std, device=device, dtype=dtype).view(1, 3, 1, 1)
-    return mean, std
+def _scale_shift(view: View, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # (x / 255 - mean) / std as one multiply-subtract; built once per device, because a fresh
+    # host-to-GPU copy every step would synchronise the host with the GPU.
+    mean = torch.tensor(view.mean, dtype=torch.float32)
+    std = torch.tensor(view.std, dtype=torch.float32)
+    scale, shift = 1.0 / (255.0 * std), mean / std
+    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
 
 
-def _resize_normalize(x: torch.Tensor, view: View) -> torch.Tensor:
-    if x.shape[-1] != view.size or x.shape[-2] != view.size:
-        mode = view.interpolation if view.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
-        down = x.shape[-1] > view.size
-        x = F.interpolate(x, size=(view.size, view.size), mode=mode, align_corners=False if mode != "nearest" else None,
-                          antialias=down and mode != "nearest")
-        if mode == "bicubic":
-            x = x.clamp_(0.0, 1.0)  # bicubic overshoots; clamp like PIL does
-    mean, std = _mean_std(view, x.device, x.dtype)
-    return (x - mean) / std
+def _resize(x: torch.Tensor, view: View) -> torch.Tensor:
+    """uint8 in, resized (uint8 on the CPU, float elsewhere): PIL-style antialiased bicubic/bilinear."""
+    if x.shape[-1] == view.size and x.shape[-2] == view.size:
+        return x
+    mode = view.interpolation if view.interpolation in ("bilinear", "bicubic") else "bilinear"
+    if x.device.type == "cpu":
+        # The uint8 channels-last kernel is torch's PIL-compatible fast path: ~20x the float one on a CPU.
+        return F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(view.size, view.size),
+                             mode=mode, antialias=True)
+    out = F.interpolate(x.float(), size=(view.size, view.size), mode=mode, antialias=True)
+    return out.clamp_(0.0, 255.0)
+
+
+def _normalize(x: torch.Tensor, view: View) -> torch.Tensor:
+    scale, shift = _scale_shift(view, x.device)
+    return x.float().mul_(scale).sub_(shift) if x.dtype == torch.uint8 else x.mul_(scale).sub_(shift)
 
 
 def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
@@ -71,12 +79,12 @@ def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tenso
 def augment(images: torch.Tensor, view: View, flip: Optional[torch.Tensor] = None,
             crop: Optional[torch.Tensor] = None, crop_pad: int = 0) -> torch.Tensor:
     """uint8 [B,3,H,W] -> float model input: crop and flip at the source size, then resize and normalise."""
-    x = images.float().div_(255.0)
+    x = images
     if crop is not None and crop_pad:
         x = random_crop(x, crop.to(x.device), crop_pad)
     if flip is not None:
         x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
-    return _resize_normalize(x, view)
+    return _normalize(_resize(x, view), view)
 
 
 def preprocess(images: torch.Tensor, view: View) -> torch.Tensor:
