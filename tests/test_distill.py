@@ -157,3 +157,20 @@ def test_teacher_with_other_class_count(hard_dataset, teacher, tmp_path, cache_d
     three = make_dataset(tmp_path / "three", {"train": 60, "test": 10}, num_classes=3)
     res = run_script("train_kd.py", *_kd_args(three, tmp_path / "o", cache_dir, teacher, "--epochs", "1"))
     assert res.returncode == 2 and "was trained on 4 classes" in res.stderr and "the dataset has 3" in res.stderr
+
+
+def test_distillation_resumes_exactly(hard_dataset, cache_dir, teacher, tmp_path):
+    from safetensors.torch import load_file
+
+    ref = main_kd(_kd_args(hard_dataset, tmp_path / "ref", cache_dir, teacher, "--epochs", "2", "--teacher-cache"))
+    out = tmp_path / "cut"
+    main_kd(_kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--teacher-cache",
+                     "--checkpoint-every", "7", "--keep-checkpoints", "5"))
+    # Go back to the middle of epoch 1 (step 7 of 15) as if the run had died there, and continue from there.
+    for name in ("model.safetensors", "summary.json", "config.json"):
+        (out / name).unlink()
+    resumed = main_kd(_kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--teacher-cache",
+                               "--resume-from", str(out / "checkpoints" / "step-7")))
+    assert resumed["final"] == ref["final"] and resumed["teacher_agreement"] == ref["teacher_agreement"]
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

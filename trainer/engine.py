@@ -105,8 +105,8 @@ def _decode_size(cfg: TrainConfig) -> int:
 
     if cfg.img_size:
         return cfg.img_size
-    pcfg = timm.models.get_pretrained_cfg(cfg.model.split(".")[0]) if "." not in cfg.model else None
-    return int(pcfg.input_size[-1]) if pcfg is not None else 224
+    pcfg = timm.models.get_pretrained_cfg(cfg.model)
+    return int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224
 
 
 def setup(cfg: TrainConfig, plugin: Optional[Plugin] = None, resume: bool = False) -> Run:
@@ -213,19 +213,17 @@ def _padded_positions(order: torch.Tensor, world: int) -> torch.Tensor:
 
 def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = None) -> dict:
     """Train run.model on run.data; writes metrics.jsonl, model.safetensors, config.json and summary.json."""
+    import timm.optim
     from tqdm.auto import tqdm
 
     cfg, acc, data = run.cfg, run.accelerator, run.data
     world, rank, device = acc.num_processes, acc.process_index, acc.device
     model = torch.compile(run.model) if cfg.compile else run.model
-    import timm.optim
-
     optimizer = timm.optim.create_optimizer_v2(
         model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
         **({"fused": True} if device.type == "cuda" else {}))
     n_train = len(data.train)
-    micro_per_epoch = len(_epoch_batches(n_train, cfg.batch_size, world, rank))
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    steps_per_epoch = math.ceil(len(_epoch_batches(n_train, cfg.batch_size, world, rank)) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
         total_steps, round(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr_ratio))

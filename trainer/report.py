@@ -166,6 +166,8 @@ def write_report(out_dir: str) -> str:
                      f"{_pct(f['train_top1'])} | {_num(f['eval_loss'])} | {_pct(f['eval_top1'])} | "
                      f"{_pct(s['best_eval_top1'])} | {ips} | {_pct(agree.get(run)) if run in agree else '-'} | "
                      f"{s['train_time_s']:.0f} s |")
+    lines += ["", "Train loss is each run's own objective (for the distilled run (1 - alpha) x CE + alpha x KD, which "
+                  "is not a cross-entropy), so compare runs by their eval loss."]
     if thr:
         lines += ["", "Test-time throughput: synthetic batch, eval mode, `torch.inference_mode()`, warm-up then timed "
                       "iterations; " + "; ".join(
