@@ -127,3 +127,20 @@ def test_other_columns_and_validation_split_through_the_cli(tmp_path, cache_dir)
     config = json.loads((out / "config.json").read_text())
     assert summary["num_train"] == 60 and summary["num_eval"] == 15
     assert config["num_classes"] == 3 and config["training_args"]["eval_split"] == "validation"
+
+
+def test_tensorboard_tracker_gets_the_same_scalars(toy_dataset, cache_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    main_cls(_args(toy_dataset, out, cache_dir, "--epochs", "2", "--report-to", "tensorboard"))
+    events = [str(p.parent) for p in out.rglob("events.out.tfevents.*")]
+    scalars = {}
+    for folder in events:
+        acc = EventAccumulator(folder)
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [e.value for e in acc.Scalars(tag)]
+    evals = [r for r in read_jsonl(str(out / "metrics.jsonl")) if r["event"] == "eval"]
+    assert scalars["eval/top1"] == pytest.approx([r["top1"] for r in evals])
+    assert "train/loss" in scalars

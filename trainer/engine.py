@@ -74,8 +74,16 @@ def has_accelerator() -> bool:
 def make_accelerator(cfg: TrainConfig):
     """An Accelerator; without a GPU, cpu=True so that torchrun's processes form one gloo group."""
     from accelerate import Accelerator
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
 
     log_with = None if cfg.report_to == "none" else cfg.report_to
+    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    missing = (cfg.report_to in available and not available[cfg.report_to]) or (
+        cfg.report_to == "all" and not any(available.values()))
+    if missing:
+        need = cfg.report_to if cfg.report_to != "all" else "tensorboard or wandb"
+        raise UsageError(f"--report-to {cfg.report_to} needs {need}, which is not installed: pip install "
+                         f"{need.split(' or ')[0]} (or pass --report-to none)")
     try:
         return Accelerator(cpu=not has_accelerator(), mixed_precision=cfg.mixed_precision, log_with=log_with,
                            project_dir=cfg.output_dir)
