@@ -354,11 +354,12 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
                 from .resume import save_checkpoint
 
                 check_finite()
-                save_checkpoint(acc, cfg, {
-                    "epoch": epoch + 1 if end_of_epoch else epoch, "micro": 0 if end_of_epoch else micro + 1,
-                    "step": step, "best_eval_top1": best, "train_time_s": clock.read(), "epoch_base_s": epoch_base,
-                    "meter": meter.state_dict(acc),
-                    "plugin": plugin.summary().get("teacher_cache_key") if plugin is not None else None})
+                with clock.paused():
+                    save_checkpoint(acc, cfg, {
+                        "epoch": epoch + 1 if end_of_epoch else epoch, "micro": 0 if end_of_epoch else micro + 1,
+                        "step": step, "best_eval_top1": best, "train_time_s": clock.read(),
+                        "epoch_base_s": epoch_base, "meter": meter.state_dict(acc),
+                        "plugin": plugin.summary().get("teacher_cache_key") if plugin is not None else None})
         clock.stop()
         bar.close()
     check_finite()
@@ -405,7 +406,7 @@ class Stopwatch:
 
 
 def _checkpoint_due(cfg: TrainConfig, step: int, end_of_epoch: bool) -> bool:
-    every = getattr(cfg, "checkpoint_every", None)
+    every = cfg.checkpoint_every
     if not every:
         return False
     if every == "epoch":
