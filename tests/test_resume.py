@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import torch
 from safetensors.torch import load_file
 
 from trainer.metrics import read_jsonl

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Optional
 
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from .augment import View, augment
 from .config import TrainConfig
 from .errors import UsageError
+from .checkpoint import resolve_run
 from .models import load_run, run_view
 
 
@@ -100,7 +100,7 @@ class Distiller:
         eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
         res = evaluate(self.teacher, data.eval, self.view, acc, eval_bs, return_preds=True)
         self.teacher_eval_top1, self.eval_reference = res["top1"], res["preds"]
-        weights = os.path.join(cfg.teacher, "model.safetensors") if os.path.isdir(cfg.teacher) else cfg.teacher
+        weights, _ = resolve_run(cfg.teacher, "--teacher")
         digest = hashlib.sha1(_file_digest(weights).encode())
         digest.update(data.train.indices.tobytes())
         self.cache_key = digest.hexdigest()[:16]

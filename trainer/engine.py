@@ -249,7 +249,7 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
         state = load_checkpoint(acc, resume_from, cfg)
         key = plugin.summary().get("teacher_cache_key") if plugin is not None else None
         if state.get("plugin") != key:
-            raise UsageError(f"--resume-from: the teacher or the training images differ from the checkpoint's "
+            raise UsageError("--resume-from: the teacher or the training images differ from the checkpoint's "
                              "(cache key mismatch): resume with the same --teacher and data arguments")
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = RunLog(acc, cfg.output_dir, append=bool(resume_from))

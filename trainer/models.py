@@ -5,7 +5,6 @@ import difflib
 import os
 from typing import Optional
 
-import torch
 from torch import nn
 
 from .augment import View

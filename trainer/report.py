@@ -47,7 +47,7 @@ def plot_curves(runs: dict, path: str) -> None:
     from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for i, (run, s) in enumerate(runs.items()):
+    for i, s in enumerate(runs.values()):
         recs = s["records"]
         evals = [r for r in recs if r["event"] == "eval" and r.get("loss") is not None]
         # Train lines are running averages over the epoch so far; the epoch-end value is the epoch's average.

@@ -123,7 +123,7 @@ def build_standin(source: str, path: str, exclude_per_class: int, seed: int) -> 
 
     def rotate(batch):
         images, out_labels = [], []
-        for im, y in zip(batch[img_col], batch[lbl_col]):
+        for im, y in zip(batch[img_col], batch[lbl_col], strict=True):
             images += [im, im.rotate(90)]
             out_labels += [2 * y, 2 * y + 1]
         return {"image": images, "label": out_labels}
