@@ -83,3 +83,9 @@ def test_setup_errors(tmp_path, toy_dataset, cache_dir, case):
         return
     res = run_script("train_cls.py", *base, env=env)
     _fails_cleanly(res, out, *needles)
+
+
+def test_evaluate_and_benchmark_bad_checkpoint(tmp_path):
+    for module in ("-m trainer.evaluate", "-m trainer.benchmark"):
+        res = run_script(module, "--checkpoint", str(tmp_path / "nowhere"))
+        _fails_cleanly(res, tmp_path / "unused", "does not exist")

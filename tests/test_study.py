@@ -40,3 +40,17 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir):
     for run in RUNS[:-1]:
         assert os.path.getmtime(out / run / "summary.json") == stamps[run], run
     assert (out / "part4_tiny_scratch" / "summary.json").is_file()
+
+
+def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_dir):
+    out = tmp_path / "demo"
+    study = study_main(["--preset", "demo", "--output-dir", str(out), "--epochs", "1", "--samples-per-class", "8",
+                        "--standin-epochs", "1", "--standin-per-class", "8", "--cache-dir", str(cache_dir),
+                        "--no-progress", "--pretrained-base-file", str(tmp_path / "missing.safetensors")])
+    assert not (out / "part2_base_pretrained" / "summary.json").exists()
+    assert not (out / "part4_tiny_distilled" / "summary.json").exists()
+    notes = " ".join(study["notes"])
+    assert "part2_base_pretrained: not run" in notes and "part4_tiny_distilled: not run" in notes
+    report = (out / "report.md").read_text()
+    assert "## Not run" in report and "missing.safetensors" in report
+    assert (out / "part1_base_scratch" / "summary.json").is_file()
