@@ -94,6 +94,19 @@ def test_non_finite_loss_stops_with_the_step(toy_dataset, cache_dir, tmp_path):
     cfg = parse_args(_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5"))
     plugin = BreaksAtSeven()
     with pytest.raises(UsageError, match="non-finite at step 7"):
-        fit(setup(cfg, plugin), plugin)
+        fit(setup(cfg, plugin))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-5"]
     assert not (out / "model.safetensors").exists()
+
+
+def test_resume_refuses_other_training_arguments(toy_dataset, cache_dir, tmp_path):
+    out = tmp_path / "o"
+    assert run_script("train_cls.py", *_args(toy_dataset, out, cache_dir, "--epochs", "1",
+                                             "--checkpoint-every", "epoch")).returncode == 0
+    before = sorted(p.name for p in out.iterdir())
+    res = run_script("train_cls.py", *_args(toy_dataset, out, cache_dir, "--epochs", "1", "--lr", "5e-3",
+                                            "--resume-from", "latest"))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "other arguments (lr;" in lines[0] and "0.002 then, 0.005 now" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == before

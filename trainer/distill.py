@@ -37,25 +37,17 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, 
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, view: View, accelerator, batch_size: int,
                    flip: bool = False) -> torch.Tensor:
     """Logits of every image (optionally mirrored), each process doing its share, gathered in order."""
-    import math
+    from .engine import gather_shards, shard
 
-    n, world = images.shape[0], accelerator.num_processes
-    per = math.ceil(n / world)
-    lo, hi = min(accelerator.process_index * per, n), min((accelerator.process_index + 1) * per, n)
-    chunks = []
+    lo, hi = shard(images.shape[0], accelerator)
+    chunks = [torch.empty(0, model.num_classes, device=images.device)]
     for i in range(lo, hi, batch_size):
         x = images[i:min(i + batch_size, hi)]
         flips = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flip else None
         with torch.inference_mode(), accelerator.autocast():
             chunks.append(model(augment(x, view, flips)).float())
-    local = torch.cat(chunks) if chunks else None
-    if world == 1:
-        return local.clone()
-    k = model.num_classes
-    padded = torch.zeros(per, k, device=accelerator.device)
-    if local is not None:
-        padded[: local.shape[0]] = local
-    return accelerator.gather(padded)[:n]
+    # cat outside inference mode: the cache is read by steps whose loss autograd must be able to save.
+    return gather_shards(torch.cat(chunks), images.shape[0], accelerator)
 
 
 def _file_digest(path: str) -> str:

@@ -17,7 +17,7 @@ from .augment import View, augment, plan_epoch, preprocess
 from .config import TrainConfig
 from .data import DataBundle, SplitData, default_cache_dir, load_data
 from .errors import UsageError
-from .metrics import Meter, RunLog
+from .metrics import Meter, RunLog, sum_dtype
 from .models import count_params, create_model, input_view
 
 
@@ -62,6 +62,7 @@ class Run:
     model: torch.nn.Module
     view: View
     head_note: str
+    plugin: Optional[Plugin] = None
     log: Optional[RunLog] = None
 
 
@@ -117,15 +118,19 @@ def _decode_size(cfg: TrainConfig) -> int:
     return int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224
 
 
-def setup(cfg: TrainConfig, plugin: Optional[Plugin] = None, resume: bool = False) -> Run:
+def setup(cfg: TrainConfig, plugin: Optional[Plugin] = None) -> Run:
     """Everything that can fail on bad input, before anything is written to the output folder."""
     from accelerate.utils import set_seed
 
+    from .resume import check_resumable
+
     accelerator = make_accelerator(cfg)
     in_use = ckpt.output_dir_in_use(cfg.output_dir)
-    if in_use and not (cfg.overwrite or resume):
+    if in_use and not (cfg.overwrite or cfg.resume_from):
         raise UsageError(f"--output-dir {cfg.output_dir} already holds a run ({in_use}): pass --overwrite to replace it, "
                          "--resume-from latest to continue it, or another folder")
+    if cfg.resume_from:
+        check_resumable(cfg)
     set_seed(cfg.seed)
     cache_dir = cfg.cache_dir or default_cache_dir()
     data = _main_first(accelerator, lambda: load_data(
@@ -136,23 +141,31 @@ def setup(cfg: TrainConfig, plugin: Optional[Plugin] = None, resume: bool = Fals
     model, head_note = _main_first(accelerator, lambda: create_model(
         cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
         pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file))
-    run = Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note)
+    run = Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note, plugin)
     device = accelerator.device
     # The decoded dataset lives on the device: a step's host work is one index tensor, nothing per image.
     for split in (data.train, data.eval):
         split.images, split.labels = split.images.to(device), split.labels.to(device)
     if plugin is not None:
         plugin.setup(run)
-    if resume:
-        from .resume import find_checkpoint
-
-        find_checkpoint(cfg.resume_from, cfg.output_dir)
     return run
 
 
-def _shard(n: int, rank: int, world: int) -> tuple[int, int]:
-    per = math.ceil(n / world)
+def shard(n: int, accelerator) -> tuple[int, int]:
+    """[lo, hi) of this process's contiguous share of n rows (the last shares may be short or empty)."""
+    per = math.ceil(n / accelerator.num_processes)
+    rank = accelerator.process_index
     return min(rank * per, n), min((rank + 1) * per, n)
+
+
+def gather_shards(local: torch.Tensor, n: int, accelerator) -> torch.Tensor:
+    """Every process's shard() rows, in order: padded to equal length for gather, then trimmed to n."""
+    if accelerator.num_processes == 1:
+        return local
+    per = math.ceil(n / accelerator.num_processes)
+    padded = local.new_zeros((per, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    return accelerator.gather(padded)[:n]
 
 
 @torch.no_grad()
@@ -162,9 +175,9 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator, 
     was_training = model.training
     model.eval()
     n, world = len(split), accelerator.num_processes
-    lo, hi = _shard(n, accelerator.process_index, world)
+    lo, hi = shard(n, accelerator)
     device = accelerator.device
-    sums = torch.zeros(3, device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
+    sums = torch.zeros(3, device=device, dtype=sum_dtype(device))
     preds = []
     start = time.perf_counter()
     for i in range(lo, hi, batch_size):
@@ -184,10 +197,7 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator, 
         out["agreement"] = agreed / max(n, 1)
     if return_preds:
         local = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
-        per = math.ceil(n / world)
-        padded = torch.full((per,), -1, dtype=torch.long, device=device)
-        padded[: local.numel()] = local
-        out["preds"] = (accelerator.gather(padded) if world > 1 else padded)[:n]
+        out["preds"] = gather_shards(local, n, accelerator)
     model.train(was_training)
     return out
 
@@ -219,12 +229,12 @@ def _padded_positions(order: torch.Tensor, world: int) -> torch.Tensor:
     return torch.cat([order, order[:extra]]) if extra else order
 
 
-def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = None) -> dict:
+def fit(run: Run) -> dict:
     """Train run.model on run.data; writes metrics.jsonl, model.safetensors, config.json and summary.json."""
     import timm.optim
     from tqdm.auto import tqdm
 
-    cfg, acc, data = run.cfg, run.accelerator, run.data
+    cfg, acc, data, plugin, resume_from = run.cfg, run.accelerator, run.data, run.plugin, run.cfg.resume_from
     world, rank, device = acc.num_processes, acc.process_index, acc.device
     model = torch.compile(run.model) if cfg.compile else run.model
     optimizer = timm.optim.create_optimizer_v2(
@@ -365,7 +375,7 @@ def fit(run: Run, plugin: Optional[Plugin] = None, resume_from: Optional[str] = 
     check_finite()
     if not last_eval:  # resumed from the very last checkpoint: nothing left to train, evaluate once
         last_eval = evaluate(acc.unwrap_model(model), data.eval, run.view, acc, eval_bs, reference=reference)
-    return _finish(run, model, last_eval, log, meter, best, clock.read(), step, plugin)
+    return _finish(run, model, last_eval, log, meter, best, clock.read(), step)
 
 
 def _every(n: int, step: int) -> bool:
@@ -441,8 +451,8 @@ def run_config(run: Run, plugin: Optional[Plugin] = None) -> dict:
 
 
 def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: Optional[float], train_time: float,
-            step: int, plugin: Optional[Plugin]) -> dict:
-    cfg, acc = run.cfg, run.accelerator
+            step: int) -> dict:
+    cfg, acc, plugin = run.cfg, run.accelerator, run.plugin
     final_train = meter.read(acc)
     state = acc.get_state_dict(model)  # every process joins: under FSDP this gathers the shards
     summary = {
@@ -481,5 +491,4 @@ def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: O
 
 def train(cfg: TrainConfig, plugin: Optional[Plugin] = None) -> dict:
     """setup() then fit(): the whole run behind train_cls.py and train_kd.py."""
-    run = setup(cfg, plugin, resume=bool(cfg.resume_from))
-    return fit(run, plugin, resume_from=cfg.resume_from)
+    return fit(setup(cfg, plugin))

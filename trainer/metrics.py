@@ -9,12 +9,16 @@ from typing import Any
 import torch
 
 
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for exact-enough sums, except on MPS, which has none."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 class Meter:
     """Sums of loss and correct predictions kept on the device; read (and reduced) once per log line."""
 
     def __init__(self, device: torch.device):
-        dtype = torch.float32 if device.type == "mps" else torch.float64
-        self.sums = torch.zeros(2, device=device, dtype=dtype)  # loss * n, correct
+        self.sums = torch.zeros(2, device=device, dtype=sum_dtype(device))  # loss * n, correct
         self.count = 0  # this process's samples, known on the host without a sync
 
     def update(self, mean_loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:

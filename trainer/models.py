@@ -5,6 +5,7 @@ import difflib
 import os
 from typing import Optional
 
+import torch
 from torch import nn
 
 from .augment import View
@@ -69,7 +70,9 @@ def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn
 
     shapes = read_weight_shapes(path, "--pretrained-file")
     try:
-        probe = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        # Only the parameter names are needed: build on the meta device, allocating and initialising nothing.
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     except TypeError as err:
         raise UsageError(f"timm model '{name}' rejects --model-kwargs ({err}): check the names") from None
     classifier = probe.pretrained_cfg.get("classifier", "head")

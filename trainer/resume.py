@@ -11,6 +11,9 @@ from .config import TrainConfig
 from .errors import UsageError
 
 STATE_FILE = "trainer_state.json"
+# Arguments that may change between a run and its resumption: they do not touch the weights or the metrics.
+RESUME_FREE_ARGS = ("resume_from", "overwrite", "progress", "checkpoint_every", "keep_checkpoints", "report_to",
+                    "cache_dir", "output_dir")
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -42,7 +45,7 @@ def save_checkpoint(accelerator, cfg: TrainConfig, state: dict) -> Optional[str]
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with open(os.path.join(tmp, STATE_FILE), "w") as f:
-            json.dump(state, f)
+            json.dump({**state, "args": _trajectory_args(cfg)}, f)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in list_checkpoints(cfg.output_dir)[:-cfg.keep_checkpoints]:
@@ -63,6 +66,25 @@ def find_checkpoint(resume_from: str, output_dir: str) -> str:
         raise UsageError(f"--resume-from {resume_from} is not a complete checkpoint folder (no {STATE_FILE}): "
                          "pass OUTPUT_DIR/checkpoints/step-N or 'latest'")
     return resume_from
+
+
+def _trajectory_args(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_ARGS}
+
+
+def check_resumable(cfg: TrainConfig) -> str:
+    """The checkpoint --resume-from names, checked to come from a run with the same training arguments."""
+    folder = find_checkpoint(cfg.resume_from, cfg.output_dir)
+    with open(os.path.join(folder, STATE_FILE)) as f:
+        saved = json.load(f).get("args", {})
+    now = json.loads(json.dumps(_trajectory_args(cfg)))  # tuples and lists compare as JSON would
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        first = changed[0]
+        raise UsageError(f"--resume-from {folder} was saved by a run with other arguments ({', '.join(changed)}; "
+                         f"e.g. {first}: {saved.get(first)!r} then, {now.get(first)!r} now): resume with the same "
+                         "arguments, or start a new run")
+    return folder
 
 
 def load_checkpoint(accelerator, resume_from: str, cfg: TrainConfig) -> dict:
