@@ -46,7 +46,7 @@ def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_di
     out = tmp_path / "demo"
     study = study_main(["--preset", "demo", "--output-dir", str(out), "--epochs", "1", "--samples-per-class", "8",
                         "--standin-epochs", "1", "--standin-per-class", "8", "--cache-dir", str(cache_dir),
-                        "--no-progress", "--pretrained-base-file", str(tmp_path / "missing.safetensors")])
+                        "--no-progress", "--seed", "7", "--pretrained-base-file", str(tmp_path / "missing.safetensors")])
     assert not (out / "part2_base_pretrained" / "summary.json").exists()
     assert not (out / "part4_tiny_distilled" / "summary.json").exists()
     notes = " ".join(study["notes"])
@@ -54,3 +54,5 @@ def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_di
     report = (out / "report.md").read_text()
     assert "## Not run" in report and "missing.safetensors" in report
     assert (out / "part1_base_scratch" / "summary.json").is_file()
+    for run in ("part1_base_scratch", "standin_tiny", "part3_tiny_pretrained"):  # --seed reaches every run
+        assert json.loads((out / run / "config.json").read_text())["training_args"]["seed"] == 7

@@ -144,11 +144,15 @@ RUNS = ("part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", 
         "part4_tiny_scratch")
 
 
-def _common(p: Preset, out: str, cache_dir: Optional[str]) -> list[str]:
-    args = ["--dataset", p.dataset, "--samples-per-class", str(p.samples_per_class), "--epochs", str(p.epochs),
-            "--batch-size", str(p.batch_size), "--lr", str(p.lr), "--eval-every", str(p.eval_every),
-            "--output-dir", out, "--checkpoint-every", "epoch", "--keep-checkpoints", "1"]
-    if p.eval_samples_per_class:
+def _run_args(p: Preset, out: str, cache_dir: Optional[str], seed: int, dataset: Optional[str] = None,
+              per_class: Optional[int] = None, epochs: Optional[int] = None) -> list[str]:
+    """Flags every run of the study shares; the stand-in pretraining overrides data and length."""
+    args = ["--dataset", dataset or p.dataset, "--samples-per-class", str(per_class or p.samples_per_class),
+            "--epochs", str(epochs or p.epochs), "--batch-size", str(p.batch_size), "--lr", str(p.lr),
+            "--seed", str(seed), "--output-dir", out, "--checkpoint-every", "epoch", "--keep-checkpoints", "1"]
+    if p.eval_every and dataset is None:
+        args += ["--eval-every", str(p.eval_every)]
+    if p.eval_samples_per_class and dataset is None:
         args += ["--eval-samples-per-class", str(p.eval_samples_per_class)]
     if p.img_size:
         args += ["--img-size", str(p.img_size)]
@@ -199,14 +203,8 @@ def _pretrained_source(kind: str, model: str, p: Preset, args, out_dir: str, cac
     if args.stand_in:
         data = build_standin(p.dataset, os.path.join(out_dir, "standin_data"), p.samples_per_class, args.seed)
         run = os.path.join(out_dir, f"standin_{kind}")
-        _launch("train_cls.py", ["--dataset", data, "--samples-per-class", str(p.standin_per_class),
-                                 "--epochs", str(p.standin_epochs), "--batch-size", str(p.batch_size),
-                                 "--lr", str(p.lr), "--output-dir", run, *(["--img-size", str(p.img_size)]
-                                                                          if p.img_size else []),
-                                 *(["--mixed-precision", p.mixed_precision] if p.mixed_precision else []),
-                                 *(["--cache-dir", cache_dir] if cache_dir else []),
-                                 *_model(model, kwargs, p.base_lr if kind == "base" else None)],
-                run, progress)
+        _launch("train_cls.py", [*_run_args(p, run, cache_dir, args.seed, data, p.standin_per_class, p.standin_epochs),
+                                 *_model(model, kwargs, p.base_lr if kind == "base" else None)], run, progress)
         return (["--pretrained-file", os.path.join(run, "model.safetensors")],
                 f"STAND-IN, not ImageNet: pretrained here for {p.standin_epochs} epochs on a 20-class "
                 "class-x-rotation task built from the training images the study does not fine-tune on")
@@ -230,7 +228,7 @@ def run_study(preset: str, out_dir: str, args) -> dict:
         if getattr(args, name, None):
             setattr(p, name, getattr(args, name))
     progress = not args.no_progress
-    common = lambda run: _common(p, os.path.join(out_dir, run), cache_dir)  # noqa: E731
+    common = lambda run: _run_args(p, os.path.join(out_dir, run), cache_dir, args.seed)  # noqa: E731
     base, tiny = _model(p.base_model, p.base_kwargs, p.base_lr), _model(p.tiny_model, p.tiny_kwargs)
     inits, notes = {}, []
     started = time.perf_counter()
