@@ -89,3 +89,8 @@ def test_evaluate_and_benchmark_bad_checkpoint(tmp_path):
     for module in ("-m trainer.evaluate", "-m trainer.benchmark"):
         res = run_script(module, "--checkpoint", str(tmp_path / "nowhere"))
         _fails_cleanly(res, tmp_path / "unused", "does not exist")
+
+
+def test_report_of_a_folder_without_a_study(tmp_path):
+    res = run_script("-m trainer.report", str(tmp_path))
+    _fails_cleanly(res, tmp_path / "unused", "holds no study.json")

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Optional
 
+from .errors import UsageError, exit_on_usage_error
 from .metrics import read_jsonl
 
 TITLES = {
@@ -194,8 +195,18 @@ def write_report(out_dir: str) -> str:
     return path
 
 
+@exit_on_usage_error
+def main(argv: Optional[list[str]] = None) -> str:
+    """Rewrite the report of a study folder."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise UsageError("usage: python -m trainer.report STUDY_DIR")
+    if not os.path.isfile(os.path.join(args[0], "study.json")):
+        raise UsageError(f"{args[0]} holds no study.json: pass a folder written by python -m trainer.study")
+    path = write_report(args[0])
+    print(path)
+    return path
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m trainer.report STUDY_DIR", file=sys.stderr)
-        sys.exit(2)
-    print(write_report(sys.argv[1]))
+    main()
