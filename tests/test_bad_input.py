@@ -94,3 +94,10 @@ def test_evaluate_and_benchmark_bad_checkpoint(tmp_path):
 def test_report_of_a_folder_without_a_study(tmp_path):
     res = run_script("-m trainer.report", str(tmp_path))
     _fails_cleanly(res, tmp_path / "unused", "holds no study.json")
+
+
+def test_study_without_its_dataset(tmp_path):
+    out = tmp_path / "study"
+    res = run_script("-m trainer.study", "--preset", "hw2", "--dataset", str(tmp_path / "no-cifar"),
+                     "--output-dir", str(out))
+    _fails_cleanly(res, out, "dataset folder", "does not exist")

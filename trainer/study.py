@@ -213,17 +213,20 @@ def _pretrained_source(kind: str, model: str, p: Preset, args, out_dir: str, cac
 
 def run_study(preset: str, out_dir: str, args) -> dict:
     """Run (or continue) the five runs and the throughput benchmark, then write the report."""
+    from .data import open_dataset
     from .report import write_report
 
-    os.makedirs(out_dir, exist_ok=True)
     cache_dir = args.cache_dir
     if preset == "demo":
+        os.makedirs(out_dir, exist_ok=True)
         p = demo_preset(build_digits(os.path.join(out_dir, "data")))
         args.stand_in = True
     else:
         p = hw2_preset()
         if args.dataset:
             p.dataset = args.dataset
+        open_dataset(p.dataset)  # without data no part can run: fail now, with one line, rather than five times
+        os.makedirs(out_dir, exist_ok=True)
     for name in ("epochs", "samples_per_class", "batch_size", "standin_epochs", "standin_per_class"):
         if getattr(args, name, None):
             setattr(p, name, getattr(args, name))
