@@ -87,7 +87,9 @@ def plot_tradeoff(runs: dict, throughput: dict, path: str, device: str) -> None:
         x, y = throughput[key]["images_per_s"], 100 * s["final"]["eval_top1"]
         xs.append(x)
         ax.scatter([x], [y], color=f"C{i}", s=60, zorder=3)
-        ax.annotate(TITLES[run], (x, y), textcoords="offset points", xytext=(-6, 6), fontsize=8, ha="right")
+        # Runs of one model share an x: alternate the labels above and below so close points stay readable.
+        ax.annotate(TITLES[run], (x, y), textcoords="offset points", xytext=(-7, 6 if i % 2 else -12), fontsize=8,
+                    ha="right")
     ax.set_xscale("log")
     if xs:
         ax.set_xlim(min(xs) / 3, max(xs) * 1.8)
