@@ -7,7 +7,8 @@ teacher; the student is the same family at depth 2. Each student run is timed en
 (teacher loading, its evaluation and any logit cache included; the decoded images come from the warm cache),
 --repeats times, interleaved, and the fastest time of each is reported.
 The last stdout line is one JSON object: student_s, kd_online_s, kd_cached_s, cache_ratio =
-(kd_cached_s - student_s) / (kd_online_s - student_s), and each student's eval top-1 and agreement with the teacher.
+(kd_cached_s - student_s) / (kd_online_s - student_s), the teacher forwards the cache paid for (each visited
+(image, flip) pair once), and each student's eval top-1 and agreement with the teacher.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def main() -> None:
     p.add_argument("--student-kwargs", nargs="*", default=["patch_size=4", "depth=2"])
     p.add_argument("--kd-type", default="soft")
     p.add_argument("--kd-temperature", default="4")
-    p.add_argument("--repeats", type=int, default=2, help="time each run this many times, keep the fastest")
+    p.add_argument("--repeats", type=int, default=3, help="time each run this many times, keep the fastest")
     p.add_argument("--json", action="store_true", help="quiet runs; print only the JSON line")
     args = p.parse_args()
     common = ["--dataset", args.dataset, "--samples-per-class", str(args.samples_per_class),
@@ -66,6 +67,8 @@ def main() -> None:
         "student_kwargs": args.student_kwargs,
         "student_s": round(s, 2), "kd_online_s": round(on, 2), "kd_cached_s": round(ca, 2),
         "cache_ratio": round((ca - s) / (on - s), 3) if on > s else None,
+        "train_images": summaries["student"]["num_train"],
+        "teacher_cache_forwards": summaries["kd_cached"]["teacher_cache_forwards"],
         "teacher_eval_top1": summaries["kd_online"]["teacher_eval_top1"],
         "student_eval_top1": summaries["student"]["final"]["eval_top1"],
         "kd_online_eval_top1": summaries["kd_online"]["final"]["eval_top1"],

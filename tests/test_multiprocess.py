@@ -73,3 +73,23 @@ def test_eval_counts_every_sample_once_on_two_processes(two_process_run, odd_dat
     assert abs(two["loss"] - one["loss"]) < 1e-5
     summary = json.loads((out / "summary.json").read_text())
     assert abs(one["top1"] - summary["final"]["eval_top1"]) < 1e-9
+
+
+def test_teacher_cache_on_two_processes_equals_online_teacher(two_process_run, odd_dataset, cache_dir, tmp_path):
+    """Each process computes its share of the visited pairs; the gathered cache must match the online teacher."""
+    teacher, _ = two_process_run
+    losses = {}
+    for mode in ("online", "cached"):
+        out = tmp_path / mode
+        res = torchrun(2, str(ROOT / "train_kd.py"), "--model", "vit_tiny_patch16_224", "--img-size", "32",
+                       "--model-kwargs", "patch_size=8", "depth=1", "--dataset", str(odd_dataset),
+                       "--output-dir", str(out), "--cache-dir", str(cache_dir), "--samples-per-class", "25",
+                       "--eval-samples-per-class", "20", "--batch-size", "8", "--epochs", "2", "--log-every", "3",
+                       "--kd-alpha", "1", "--teacher", str(teacher), "--no-progress",
+                       *(["--teacher-cache"] if mode == "cached" else []))
+        assert res.returncode == 0, res.stderr[-4000:]
+        losses[mode] = [r["loss"] for r in read_jsonl(str(out / "metrics.jsonl")) if r["event"] == "train"]
+    summary = json.loads((tmp_path / "cached" / "summary.json").read_text())
+    assert summary["processes"] == 2 and 100 < summary["teacher_cache_forwards"] < 200
+    assert len(losses["cached"]) == 6  # steps 3, 6, 7 (end of epoch), 9, 12, 14
+    assert losses["cached"] == pytest.approx(losses["online"], rel=1e-4)

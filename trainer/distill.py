@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .augment import View, augment
+from .augment import View, augment, plan_epoch
 from .config import TrainConfig
 from .errors import UsageError
 from .checkpoint import resolve_run
@@ -35,19 +35,30 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, 
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, view: View, accelerator, batch_size: int,
-                   flip: bool = False) -> torch.Tensor:
-    """Logits of every image (optionally mirrored), each process doing its share, gathered in order."""
+                   flip: bool = False, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Logits of every image, or of `rows` only (optionally mirrored), each process doing its share, gathered in order."""
     from .engine import gather_shards, shard
 
-    lo, hi = shard(images.shape[0], accelerator)
+    n = images.shape[0] if rows is None else rows.numel()
+    lo, hi = shard(n, accelerator)
     chunks = [torch.empty(0, model.num_classes, device=images.device)]
     for i in range(lo, hi, batch_size):
-        x = images[i:min(i + batch_size, hi)]
+        # Rows are gathered a chunk at a time: a copy of the whole subset would double a 224-px dataset on the GPU.
+        x = images[i:min(i + batch_size, hi)] if rows is None else images[rows[i:min(i + batch_size, hi)]]
         flips = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flip else None
         with torch.inference_mode(), accelerator.autocast():
             chunks.append(model(augment(x, view, flips)).float())
     # cat outside inference mode: the cache is read by steps whose loss autograd must be able to save.
-    return gather_shards(torch.cat(chunks), images.shape[0], accelerator)
+    return gather_shards(torch.cat(chunks), n, accelerator)
+
+
+def visited_views(n: int, cfg: TrainConfig) -> torch.Tensor:
+    """[n, views] bool: which (image, flip) pairs the run's epoch plans visit, the only logits a cache needs."""
+    used = torch.zeros(n, 2 if cfg.flip else 1, dtype=torch.bool)
+    for epoch in range(cfg.epochs):
+        plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop)
+        used[plan.order, plan.flip.long() if plan.flip is not None else 0] = True
+    return used
 
 
 def _file_digest(path: str) -> str:
@@ -70,6 +81,7 @@ class Distiller:
         self.eval_reference: Optional[torch.Tensor] = None
         self.teacher_eval_top1: Optional[float] = None
         self.cache_key: Optional[str] = None
+        self.cache_forwards = 0
         self.accelerator = None
 
     def setup(self, run) -> None:
@@ -97,16 +109,28 @@ class Distiller:
         digest.update(data.train.indices.tobytes())
         self.cache_key = digest.hexdigest()[:16]
         if cfg.teacher_cache:
-            views = [False, True] if cfg.flip else [False]
-            self.cache = torch.stack([predict_logits(self.teacher, data.train.images, self.view, acc, eval_bs, flip=f)
-                                      for f in views], dim=1)
+            self.cache = self._fill_cache(data.train.images, eval_bs)
+
+    def _fill_cache(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """[N, views, K] teacher logits of exactly the pairs the run visits, once each; NaN elsewhere."""
+        used = visited_views(images.shape[0], self.cfg)
+        # Short runs do not visit both views of every image: at 1 epoch the cache costs one pass, not two,
+        # so it never does more teacher forwards than the online teacher. NaN makes a wrong lookup loud.
+        cache = torch.full((*used.shape, self.teacher.num_classes), float("nan"), device=images.device)
+        for v in range(used.shape[1]):
+            rows = used[:, v].nonzero().squeeze(1).to(images.device)
+            if rows.numel():
+                cache[rows, v] = predict_logits(self.teacher, images, self.view, self.accelerator, batch_size,
+                                                flip=bool(v), rows=rows)
+        self.cache_forwards = int(used.sum())
+        return cache
 
     def on_start(self, run) -> None:
         """Log the teacher's own eval top-1 once, before the first step."""
         run.log.event("teacher_eval", 0.0, 0, top1=self.teacher_eval_top1)
+        mode = f"cached logits ({self.cache_forwards} teacher forwards)" if self.cache is not None else "online teacher"
         run.log.print(f"teacher {self.cfg.teacher}: eval top1 {self.teacher_eval_top1:.4f}; "
-                      f"{self.cfg.kd_type} KD, alpha {self.cfg.kd_alpha}, T {self.cfg.kd_temperature}"
-                      f"{', cached logits' if self.cache is not None else ', online teacher'}")
+                      f"{self.cfg.kd_type} KD, alpha {self.cfg.kd_alpha}, T {self.cfg.kd_temperature}, {mode}")
 
     def teacher_logits(self, batch) -> torch.Tensor:
         """The teacher's logits for the student's augmented batch: from the cache, or computed now."""
@@ -129,4 +153,5 @@ class Distiller:
         """Keys for summary.json and config.json."""
         return {"teacher": self.cfg.teacher, "kd_type": self.cfg.kd_type, "kd_alpha": self.cfg.kd_alpha,
                 "kd_temperature": self.cfg.kd_temperature, "teacher_cache": self.cache is not None,
-                "teacher_eval_top1": self.teacher_eval_top1, "teacher_cache_key": self.cache_key}
+                "teacher_eval_top1": self.teacher_eval_top1, "teacher_cache_key": self.cache_key,
+                "teacher_cache_forwards": self.cache_forwards if self.cache is not None else None}
