@@ -3,11 +3,14 @@ time of the whole hw2 study.
 
     python benchmarks/gpu_study.py --dataset DIR [--precision bf16] [--compile] [--study] [--peak-tflops 989]
 
-Training throughput is measured on the trainer's own step (autocast, fused AdamW, gradient clipping)
-with a synthetic batch already on the GPU. FLOPs per image come from torch's FlopCounterMode on one
-forward + backward; MFU = achieved FLOP/s / --peak-tflops (dense bf16/fp16 peak: H100 SXM 989, A100
-312, T4 65; the JSON names the peak it used). --study also times
-`python -m trainer.study --preset hw2 --stand-in` on the local CIFAR-10 copy. Last stdout line: JSON.
+The synthetic figures time a step built like the trainer's (autocast, fused AdamW, gradient clipping) on a
+batch already on the GPU: the ceiling. FLOPs per image come from torch's FlopCounterMode on one forward +
+backward (matmuls and attention, the same count on every device); MFU = achieved FLOP/s / --peak-tflops
+(dense bf16/fp16 peak: H100 SXM 989, A100 312, T4 65; the JSON names the peak it used). --study also times
+`python -m trainer.study --preset hw2 --stand-in` on the local CIFAR-10 copy and reports, for each of its
+runs, the images/s the trainer itself achieved (summary.json: training time, evaluation excluded) and that
+run's MFU (the student's own forward + backward; a cached teacher adds nothing per step).
+--study-dir keeps the study there (complete runs are not repeated). Last stdout line: JSON.
 """
 from __future__ import annotations
 
@@ -23,19 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
-def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.device) -> float:
-    """FLOPs of one forward + backward pass, per image (torch's FlopCounterMode)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.randn(2, 3, img_size, img_size, device=device)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x).float().sum().backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 2
+from trainer.benchmark import DTYPES, train_flops_per_image  # noqa: E402
 
 
 def train_throughput(name: str, kwargs: dict, img_size: int, batch_size: int, device: torch.device, precision: str,
@@ -82,6 +73,27 @@ def train_throughput(name: str, kwargs: dict, img_size: int, batch_size: int, de
             "achieved_tflops": round(ips * flops / 1e12, 1)}
 
 
+def study_runs(out: str, device: torch.device, peak_tflops: float) -> list[dict]:
+    """Images/s and MFU of every finished run of a study folder, from its summary.json."""
+    from trainer.models import load_run, run_view
+
+    rows = []
+    for run in sorted(os.listdir(out)):
+        summary_path = os.path.join(out, run, "summary.json")
+        if not os.path.exists(summary_path):
+            continue
+        with open(summary_path) as f:
+            summary = json.load(f)
+        model, cfg = load_run(os.path.join(out, run))
+        flops = train_flops_per_image(model.to(device).train(), run_view(cfg).size, device)
+        ips = summary["train_images_per_s"]
+        rows.append({"run": run, "model": summary["model"], "mixed_precision": summary["mixed_precision"],
+                     "images_per_s": round(ips, 1), "train_gflop_per_image": round(flops / 1e9, 2),
+                     "achieved_tflops": round(ips * flops / 1e12, 2), "mfu": round(ips * flops / 1e12 / peak_tflops, 3),
+                     "train_time_s": summary["train_time_s"]})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="../shared/data/cifar10")
@@ -95,25 +107,31 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16/fp16 peak")
     p.add_argument("--study", action="store_true", help="also time the whole hw2 study (stand-in weights)")
+    p.add_argument("--study-dir", default=None, help="the study's folder (default: a temporary one)")
+    p.add_argument("--preset", choices=["hw2", "demo"], default="hw2", help="demo: a CPU smoke test of --study")
+    p.add_argument("--skip-synthetic", action="store_true", help="only the study")
     args = p.parse_args()
     device = torch.device(args.device)
     kwargs = json.loads(args.model_kwargs)
     result = {"benchmark": "gpu_study", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
               "peak_tflops": args.peak_tflops, "runs": []}
-    for name in ("vit_base_patch16_224", "vit_tiny_patch16_224"):
+    for name in () if args.skip_synthetic else ("vit_base_patch16_224", "vit_tiny_patch16_224"):
         run = train_throughput(name, kwargs, args.img_size, args.batch_size, device, args.precision, args.compile,
                                args.steps, args.warmup)
         run["mfu"] = round(run["achieved_tflops"] / args.peak_tflops, 3)
         result["runs"].append(run)
         print(json.dumps(run), flush=True)
     if args.study:
-        with tempfile.TemporaryDirectory() as out:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = args.study_dir or tmp
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "trainer.study", "--preset", "hw2", "--dataset", args.dataset,
-                            "--stand-in", "--output-dir", out, "--no-progress"], check=True)
-            result["hw2_study_wall_s"] = round(time.perf_counter() - start, 1)
+            subprocess.run([sys.executable, "-m", "trainer.study", "--preset", args.preset, "--output-dir", out,
+                            "--no-progress", *(["--dataset", args.dataset, "--stand-in"] if args.preset == "hw2" else [])],
+                           check=True)
+            result["study_wall_s"] = round(time.perf_counter() - start, 1)
+            result["study_runs"] = study_runs(out, device, args.peak_tflops)
             with open(os.path.join(out, "report.md")) as f:
-                result["hw2_report"] = f.read()
+                result["study_report"] = f.read()
     print(json.dumps(result))
 
 

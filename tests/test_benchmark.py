@@ -38,3 +38,21 @@ def test_bad_numbers_exit_2():
     res = run_script("-m trainer.benchmark", "--model", "vit_tiny_patch16_224", "--batch-size", "0")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "error: --batch-size must be positive, got 0"]
+
+
+def test_training_flops_match_the_vit_formula():
+    """The MFU numerator: 3 x the forward's matmul FLOPs (the input layer needs no input gradient)."""
+    import timm
+
+    from trainer.benchmark import train_flops_per_image
+
+    dim, depth, patch, size, classes = 192, 2, 4, 32, 10
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=classes, img_size=size, patch_size=patch,
+                              depth=depth)
+    n = (size // patch) ** 2 + 1
+    block = n * dim * 3 * dim + n * dim * dim + 2 * n * dim * 4 * dim + 2 * n * n * dim  # qkv, proj, mlp, attention
+    patch_embed = (n - 1) * 3 * patch * patch * dim
+    macs = 3 * (depth * block + dim * classes) + 2 * patch_embed
+    got = train_flops_per_image(model, size, torch.device("cpu"))
+    assert got == pytest.approx(2 * macs, rel=1e-3)
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))  # restored

@@ -60,6 +60,27 @@ def throughput(model: torch.nn.Module, img_size: int, batch_size: int, device: t
             batch_size //= 2
 
 
+def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.device) -> float:
+    """Matmul FLOPs of one training step (forward + backward) per image, for model FLOP utilisation."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # torch counts fused attention on CUDA but not its CPU kernel: count timm's explicit-matmul attention
+    # instead, so the figure is the same on every device. Norms, softmax and GELU are not counted (MFU convention).
+    fused = [(m, m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")]
+    for m, _ in fused:
+        m.fused_attn = False
+    try:
+        x = torch.randn(2, 3, img_size, img_size, device=device)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x).float().sum().backward()
+    finally:
+        for m, was in fused:
+            m.fused_attn = was
+        model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
 def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters: int = 20) -> float:
     """Batch-1 latency on the CPU in fp32: the number that matters on a phone or a small board."""
     model = model.to("cpu").eval()
