@@ -4,7 +4,8 @@
 
 Without --teacher it first trains the core issue's small ViT (patch 4, depth 4, 200 per class, 5 epochs) as the
 teacher; the student is the same family at depth 2. Each student run is timed end to end in this process
-(teacher loading, its evaluation and any logit cache included; the decoded images come from the warm cache),
+(teacher loading, its evaluation or the reading of its saved eval predictions, and any logit cache included;
+the decoded images come from the warm cache),
 --repeats times, interleaved, and the fastest time of each is reported.
 The last stdout line is one JSON object: student_s, kd_online_s, kd_cached_s, cache_ratio =
 (kd_cached_s - student_s) / (kd_online_s - student_s), the teacher forwards the cache paid for (each visited
@@ -69,6 +70,7 @@ def main() -> None:
         "cache_ratio": round((ca - s) / (on - s), 3) if on > s else None,
         "train_images": summaries["student"]["num_train"],
         "teacher_cache_forwards": summaries["kd_cached"]["teacher_cache_forwards"],
+        "teacher_eval_reused": summaries["kd_cached"]["teacher_eval_reused"],
         "teacher_eval_top1": summaries["kd_online"]["teacher_eval_top1"],
         "student_eval_top1": summaries["student"]["final"]["eval_top1"],
         "kd_online_eval_top1": summaries["kd_online"]["final"]["eval_top1"],

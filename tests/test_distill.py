@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from trainer.cli import main_cls, main_kd
 from trainer.distill import kd_loss
+from trainer.metrics import read_jsonl
 
 from .conftest import SMALL_VIT, make_dataset, run_script
 
@@ -89,6 +90,27 @@ def test_distilled_student_agrees_more_and_teacher_is_untouched(hard_dataset, ca
     records = [json.loads(line) for line in (tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["event"] == "teacher_eval"
     assert all("agreement" in r for r in records if r["event"] == "eval")
+
+
+def test_teacher_eval_is_reused_from_its_run_only_where_it_applies(hard_dataset, cache_dir, teacher, tmp_path):
+    """The teacher's saved final eval predictions stand in for evaluating it again, with the same results."""
+    copy = tmp_path / "t"
+    shutil.copytree(teacher, copy)
+    saved = (copy / "eval_predictions.safetensors").read_bytes()
+
+    def agreements(out):
+        return [r["agreement"] for r in read_jsonl(str(out / "metrics.jsonl")) if r["event"] == "eval"]
+
+    reused = main_kd(_kd_args(hard_dataset, tmp_path / "a", cache_dir, copy, "--epochs", "1"))
+    (copy / "eval_predictions.safetensors").write_bytes(saved[:100])  # damaged: evaluate the teacher instead
+    fresh = main_kd(_kd_args(hard_dataset, tmp_path / "b", cache_dir, copy, "--epochs", "1"))
+    assert reused["teacher_eval_reused"] and not fresh["teacher_eval_reused"]
+    assert reused["teacher_eval_top1"] == fresh["teacher_eval_top1"]
+    assert agreements(tmp_path / "a") == agreements(tmp_path / "b")
+    (copy / "eval_predictions.safetensors").write_bytes(saved)
+    other = main_kd(_kd_args(hard_dataset, tmp_path / "c", cache_dir, copy, "--epochs", "1",
+                             "--eval-samples-per-class", "20"))
+    assert not other["teacher_eval_reused"]  # other eval images: the saved predictions do not apply
 
 
 def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path):

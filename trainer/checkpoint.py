@@ -1,6 +1,7 @@
 """Run folders on disk: atomic writes, timm-loadable safetensors, config.json, checks on foreign files."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -14,7 +15,8 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
-RUN_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)
+EVAL_FILE = "eval_predictions.safetensors"
+RUN_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, EVAL_FILE)
 
 
 def atomic_write(path: str, write) -> None:
@@ -50,6 +52,44 @@ def save_state_dict(state_dict: dict, path: str) -> None:
     # torch.compile prefixes keys with _orig_mod.; timm expects the plain names.
     state = {k.removeprefix("_orig_mod."): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+
+
+def file_digest(path: str) -> str:
+    """sha1 of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def eval_key(weights_digest: str, split_key: str, view, accelerator) -> str:
+    """What an evaluation's predictions depend on: weights, images, input view, precision and device type."""
+    parts = [weights_digest, split_key, repr(view), accelerator.mixed_precision, accelerator.device.type]
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
+
+
+def save_eval_predictions(folder: str, preds: torch.Tensor, top1: float, key: str) -> None:
+    """The run's final eval predictions, so that a student distilled from it need not evaluate it again."""
+    from safetensors.torch import save_file
+
+    tensors = {"preds": preds.detach().to("cpu", torch.int64).contiguous()}
+    atomic_write(os.path.join(folder, EVAL_FILE),
+                 lambda tmp: save_file(tensors, tmp, metadata={"key": key, "top1": repr(float(top1))}))
+
+
+def load_eval_predictions(folder: str, key: str) -> Optional[tuple[torch.Tensor, float]]:
+    """(preds, top1) saved under this key, or None: absent, stale or damaged files mean evaluating again."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.path.join(folder, EVAL_FILE), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
+                return None
+            return f.get_tensor("preds"), float(meta["top1"])
+    except Exception:
+        return None
 
 
 def read_weight_shapes(path: str, what: str = "checkpoint") -> dict[str, tuple[int, ...]]:

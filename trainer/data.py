@@ -22,6 +22,7 @@ class SplitData:
     images: torch.Tensor
     labels: torch.Tensor
     indices: np.ndarray  # rows of the source split, for provenance
+    key: str = ""  # identity of these rows of this dataset version at this size (the decode cache's key)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -162,11 +163,11 @@ def default_cache_dir() -> str:
     return os.environ.get("VIT_TRAINER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vit_trainer"))
 
 
-def _cache_path(cache_dir: str, fingerprint: str, split: str, image_column: str, indices: np.ndarray,
-                size: Optional[int]) -> str:
+def selection_key(fingerprint: str, split: str, image_column: str, indices: np.ndarray, size: Optional[int]) -> str:
+    """A digest naming the chosen rows of one dataset version, decoded at one size."""
     key = hashlib.sha1(json.dumps([CACHE_VERSION, fingerprint, split, image_column, size]).encode())
     key.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
-    return os.path.join(cache_dir, f"{split}-{key.hexdigest()[:20]}.safetensors")
+    return key.hexdigest()[:20]
 
 
 def decode_cached(ds, split: str, image_column: str, indices: np.ndarray, size: Optional[int],
@@ -176,7 +177,8 @@ def decode_cached(ds, split: str, image_column: str, indices: np.ndarray, size: 
 
     if cache_dir is None:
         return decode_images(ds, image_column, indices, size)
-    path = _cache_path(cache_dir, ds._fingerprint, split, image_column, indices, size)
+    path = os.path.join(cache_dir, f"{split}-{selection_key(ds._fingerprint, split, image_column, indices, size)}"
+                                   ".safetensors")
     if os.path.exists(path):
         try:
             return load_file(path)["images"]
@@ -225,5 +227,6 @@ def load_data(dataset: str, train_split: Optional[str] = "train", eval_split: st
             splits.append(None)
             continue
         images = decode_cached(ds, split, img_col, idx, size, cache_dir)
-        splits.append(SplitData(images, torch.from_numpy(labels[idx]), idx))
+        key = selection_key(ds._fingerprint, split, img_col, idx, size)
+        splits.append(SplitData(images, torch.from_numpy(labels[idx]), idx, key))
     return DataBundle(splits[0], splits[1], names, img_col, lbl_col, train_ds._fingerprint)

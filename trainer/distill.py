@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Optional
 
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from .augment import View, augment, plan_epoch
 from .config import TrainConfig
 from .errors import UsageError
-from .checkpoint import resolve_run
+from .checkpoint import eval_key, file_digest, load_eval_predictions, resolve_run
 from .models import load_run, run_view
 
 
@@ -61,14 +62,6 @@ def visited_views(n: int, cfg: TrainConfig) -> torch.Tensor:
     return used
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Distiller:
     """The engine's plugin for train_kd.py: teacher set-up, its cached or online logits, the KD loss."""
 
@@ -82,6 +75,7 @@ class Distiller:
         self.teacher_eval_top1: Optional[float] = None
         self.cache_key: Optional[str] = None
         self.cache_forwards = 0
+        self.teacher_eval_reused = False
         self.accelerator = None
 
     def setup(self, run) -> None:
@@ -102,12 +96,20 @@ class Distiller:
         self.view = run_view(tcfg)
         self.same_view = self.view == run.view
         eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
-        res = evaluate(self.teacher, data.eval, self.view, acc, eval_bs, return_preds=True)
-        self.teacher_eval_top1, self.eval_reference = res["top1"], res["preds"]
         weights, _ = resolve_run(cfg.teacher, "--teacher")
-        digest = hashlib.sha1(_file_digest(weights).encode())
-        digest.update(data.train.indices.tobytes())
-        self.cache_key = digest.hexdigest()[:16]
+        digest = file_digest(weights)
+        # The teacher's own run saved its final eval predictions: on the same images, view, precision and
+        # device they are what evaluating it again would give, so the once-per-run teacher pass is skipped.
+        saved = load_eval_predictions(os.path.dirname(weights), eval_key(digest, data.eval.key, self.view, acc))
+        if saved is not None:
+            self.eval_reference, self.teacher_eval_top1 = saved[0].to(acc.device), saved[1]
+            self.teacher_eval_reused = True
+        else:
+            res = evaluate(self.teacher, data.eval, self.view, acc, eval_bs, return_preds=True)
+            self.teacher_eval_top1, self.eval_reference = res["top1"], res["preds"]
+        key = hashlib.sha1(digest.encode())
+        key.update(data.train.indices.tobytes())
+        self.cache_key = key.hexdigest()[:16]
         if cfg.teacher_cache:
             self.cache = self._fill_cache(data.train.images, eval_bs)
 
@@ -129,7 +131,8 @@ class Distiller:
         """Log the teacher's own eval top-1 once, before the first step."""
         run.log.event("teacher_eval", 0.0, 0, top1=self.teacher_eval_top1)
         mode = f"cached logits ({self.cache_forwards} teacher forwards)" if self.cache is not None else "online teacher"
-        run.log.print(f"teacher {self.cfg.teacher}: eval top1 {self.teacher_eval_top1:.4f}; "
+        source = "from its run" if self.teacher_eval_reused else "evaluated now"
+        run.log.print(f"teacher {self.cfg.teacher}: eval top1 {self.teacher_eval_top1:.4f} ({source}); "
                       f"{self.cfg.kd_type} KD, alpha {self.cfg.kd_alpha}, T {self.cfg.kd_temperature}, {mode}")
 
     def teacher_logits(self, batch) -> torch.Tensor:
@@ -153,5 +156,6 @@ class Distiller:
         """Keys for summary.json and config.json."""
         return {"teacher": self.cfg.teacher, "kd_type": self.cfg.kd_type, "kd_alpha": self.cfg.kd_alpha,
                 "kd_temperature": self.cfg.kd_temperature, "teacher_cache": self.cache is not None,
-                "teacher_eval_top1": self.teacher_eval_top1, "teacher_cache_key": self.cache_key,
+                "teacher_eval_top1": self.teacher_eval_top1, "teacher_eval_reused": self.teacher_eval_reused,
+                "teacher_cache_key": self.cache_key,
                 "teacher_cache_forwards": self.cache_forwards if self.cache is not None else None}

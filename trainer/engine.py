@@ -298,7 +298,8 @@ def fit(run: Run) -> dict:
     def log_eval(at: float) -> dict:
         nonlocal best
         with clock.paused():
-            res = evaluate(acc.unwrap_model(model), data.eval, run.view, acc, eval_bs, reference=reference)
+            res = evaluate(acc.unwrap_model(model), data.eval, run.view, acc, eval_bs, reference=reference,
+                           return_preds=True)
         extra = {"agreement": res["agreement"]} if "agreement" in res else {}
         best = res["top1"] if best is None else max(best, res["top1"])
         log.event("eval", at, step, loss=res["loss"], top1=res["top1"], images_per_s=res["images_per_s"], **extra)
@@ -374,7 +375,8 @@ def fit(run: Run) -> dict:
         bar.close()
     check_finite()
     if not last_eval:  # resumed from the very last checkpoint: nothing left to train, evaluate once
-        last_eval = evaluate(acc.unwrap_model(model), data.eval, run.view, acc, eval_bs, reference=reference)
+        last_eval = evaluate(acc.unwrap_model(model), data.eval, run.view, acc, eval_bs, reference=reference,
+                             return_preds=True)
     return _finish(run, model, last_eval, log, meter, best, clock.read(), step)
 
 
@@ -482,6 +484,10 @@ def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: O
         ckpt.save_state_dict(state, os.path.join(cfg.output_dir, ckpt.MODEL_FILE))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.CONFIG_FILE), run_config(run, plugin))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.SUMMARY_FILE), summary)
+        if not cfg.compile:  # a student's teacher runs eagerly: compiled predictions are not what it would give
+            weights = os.path.join(cfg.output_dir, ckpt.MODEL_FILE)
+            key = ckpt.eval_key(ckpt.file_digest(weights), run.data.eval.key, run.view, acc)
+            ckpt.save_eval_predictions(cfg.output_dir, last_eval["preds"], last_eval["top1"], key)
     acc.wait_for_everyone()
     acc.end_training()  # closes trackers and the process group, so no process exits while another still talks
     log.print(f"done: eval top1 {summary['final']['eval_top1']:.4f} (best {best:.4f}) in {train_time:.1f}s; "
