@@ -113,6 +113,22 @@ def test_teacher_eval_is_reused_from_its_run_only_where_it_applies(hard_dataset,
     assert not other["teacher_eval_reused"]  # other eval images: the saved predictions do not apply
 
 
+def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_dir, teacher, tmp_path):
+    """trainer.evaluate --compare-with TEACHER reproduces the student's final agreement, saved predictions or not."""
+    from trainer.evaluate import main as evaluate_main
+
+    student = tmp_path / "s"
+    summary = main_kd(_kd_args(hard_dataset, student, cache_dir, teacher, "--epochs", "1"))
+    copy = tmp_path / "t"
+    shutil.copytree(teacher, copy)
+    argv = ["--checkpoint", str(student), "--cache-dir", str(cache_dir), "--batch-size", "37"]
+    with_saved = evaluate_main([*argv, "--compare-with", str(copy)])
+    (copy / "eval_predictions.safetensors").unlink()
+    evaluated = evaluate_main([*argv, "--compare-with", str(copy)])
+    assert with_saved["agreement"] == evaluated["agreement"] == summary["teacher_agreement"]
+    assert with_saved["top1"] == pytest.approx(summary["final"]["eval_top1"])
+
+
 def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path):
     from trainer.augment import augment, plan_epoch
     from trainer.config import parse_args

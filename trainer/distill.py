@@ -53,6 +53,21 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, view: View, acc
     return gather_shards(torch.cat(chunks), n, accelerator)
 
 
+def reference_predictions(model: torch.nn.Module, weights: str, split, view: View, accelerator, batch_size: int,
+                          digest: Optional[str] = None) -> tuple[torch.Tensor, float, bool]:
+    """(preds, top1, reused) of a saved run on a split: from its run folder when they apply, else evaluated now."""
+    from .engine import evaluate
+
+    # A run saves its final eval predictions; on the same images, view, precision and device type they are
+    # what evaluating it again would give, so a teacher's once-per-run evaluation pass can be skipped.
+    key = eval_key(digest or file_digest(weights), split.key, view, accelerator)
+    saved = load_eval_predictions(os.path.dirname(weights), key)
+    if saved is not None:
+        return saved[0].to(accelerator.device), saved[1], True
+    res = evaluate(model, split, view, accelerator, batch_size, return_preds=True)
+    return res["preds"], res["top1"], False
+
+
 def visited_views(n: int, cfg: TrainConfig) -> torch.Tensor:
     """[n, views] bool: which (image, flip) pairs the run's epoch plans visit, the only logits a cache needs."""
     used = torch.zeros(n, 2 if cfg.flip else 1, dtype=torch.bool)
@@ -80,8 +95,6 @@ class Distiller:
 
     def setup(self, run) -> None:
         """Rebuild the teacher from its run folder, check it against the data, freeze it, evaluate it once."""
-        from .engine import evaluate
-
         cfg, acc, data = self.cfg, run.accelerator, run.data
         teacher, tcfg = load_run(cfg.teacher, what="--teacher")
         names = tcfg.get("label_names")
@@ -98,15 +111,8 @@ class Distiller:
         eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
         weights, _ = resolve_run(cfg.teacher, "--teacher")
         digest = file_digest(weights)
-        # The teacher's own run saved its final eval predictions: on the same images, view, precision and
-        # device they are what evaluating it again would give, so the once-per-run teacher pass is skipped.
-        saved = load_eval_predictions(os.path.dirname(weights), eval_key(digest, data.eval.key, self.view, acc))
-        if saved is not None:
-            self.eval_reference, self.teacher_eval_top1 = saved[0].to(acc.device), saved[1]
-            self.teacher_eval_reused = True
-        else:
-            res = evaluate(self.teacher, data.eval, self.view, acc, eval_bs, return_preds=True)
-            self.teacher_eval_top1, self.eval_reference = res["top1"], res["preds"]
+        self.eval_reference, self.teacher_eval_top1, self.teacher_eval_reused = reference_predictions(
+            self.teacher, weights, data.eval, self.view, acc, eval_bs, digest)
         key = hashlib.sha1(digest.encode())
         key.update(data.train.indices.tobytes())
         self.cache_key = key.hexdigest()[:16]

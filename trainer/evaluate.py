@@ -35,7 +35,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Evaluate a run folder on a dataset split and print one JSON line."""
     from accelerate import Accelerator
 
+    from .checkpoint import resolve_run
     from .data import default_cache_dir, load_data
+    from .distill import reference_predictions
     from .engine import evaluate, has_accelerator
     from .models import load_run, run_view
 
@@ -66,8 +68,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         other_model, other_cfg = other
         if other_cfg["num_classes"] != cfg["num_classes"]:
             raise UsageError("--compare-with has another class count than --checkpoint: compare runs of one dataset")
-        reference = evaluate(other_model.to(acc.device), split, run_view(other_cfg),
-                             acc, args.batch_size, return_preds=True)["preds"]
+        reference, _, _ = reference_predictions(other_model.to(acc.device), resolve_run(args.compare_with)[0], split,
+                                                run_view(other_cfg), acc, args.batch_size)
     res = evaluate(model.to(acc.device), split, run_view(cfg), acc, args.batch_size,
                    reference=reference)
     out = {"top1": res["top1"], "loss": res["loss"], "num_samples": res["num_samples"],

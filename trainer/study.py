@@ -262,7 +262,7 @@ def run_study(preset: str, out_dir: str, args) -> dict:
     attempt("part4_tiny_scratch", "train_cls.py", [*common("part4_tiny_scratch"), *tiny])
     inits["part4_tiny_scratch"] = "scratch"
     throughput = measure_throughput(out_dir, p, args.device)
-    agreement = teacher_agreement(out_dir, cache_dir)
+    agreement = teacher_agreement(out_dir, cache_dir, p.mixed_precision)
     study = {"preset": preset, "description": p.description, "settings": asdict(p), "inits": inits, "notes": notes,
              "throughput": throughput, "agreement_with_teacher": agreement,
              "study_wall_s": round(time.perf_counter() - started, 1), "device": _device_words()}
@@ -307,7 +307,7 @@ def measure_throughput(out_dir: str, p: Preset, device: Optional[str]) -> dict:
     return out
 
 
-def teacher_agreement(out_dir: str, cache_dir: Optional[str]) -> dict:
+def teacher_agreement(out_dir: str, cache_dir: Optional[str], mixed_precision: Optional[str] = None) -> dict:
     """How often each vit_tiny run predicts what the part-2 teacher predicts on the eval set."""
     from .evaluate import main as evaluate_main
 
@@ -318,7 +318,9 @@ def teacher_agreement(out_dir: str, cache_dir: Optional[str]) -> dict:
     for run in ("part3_tiny_pretrained", "part4_tiny_distilled", "part4_tiny_scratch"):
         folder = os.path.join(out_dir, run)
         if os.path.exists(os.path.join(folder, "summary.json")):
-            argv = ["--checkpoint", folder, "--compare-with", teacher]
+            # The runs' own precision: their evals used it, and the teacher's saved predictions then apply.
+            argv = ["--checkpoint", folder, "--compare-with", teacher,
+                    *(["--mixed-precision", mixed_precision] if mixed_precision else [])]
             out[run] = evaluate_main(argv + (["--cache-dir", cache_dir] if cache_dir else []))["agreement"]
     return out
 
