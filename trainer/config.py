@@ -189,7 +189,8 @@ def build_parser(kd: bool = False, prog: Optional[str] = None) -> argparse.Argum
         g.add_argument("--kd-alpha", type=float, default=d.kd_alpha, help="weight of the distillation term")
         g.add_argument("--kd-temperature", type=float, default=d.kd_temperature, help="softmax temperature (soft)")
         g.add_argument("--teacher-cache", action="store_true",
-                       help="compute the teacher's logits for every image and view the run will visit, once, before training")
+                       help="compute the teacher's logits for every image and view the run will visit, "
+                            "once, before training")
     return p
 
 
