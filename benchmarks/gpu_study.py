@@ -30,7 +30,7 @@ from trainer.benchmark import DTYPES, train_flops_per_image  # noqa: E402
 
 
 def train_throughput(name: str, kwargs: dict, img_size: int, batch_size: int, device: torch.device, precision: str,
-                     compile_model: bool, steps: int, warmup: int) -> dict:
+                     compile_model: bool, steps: int, warmup: int, peak_tflops: float) -> dict:
     """Images/s of the training step, and the FLOP/s it achieves."""
     import timm
     import timm.optim
@@ -67,10 +67,15 @@ def train_throughput(name: str, kwargs: dict, img_size: int, batch_size: int, de
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    ips = batch_size * steps / seconds
     return {"model": name, "batch_size": batch_size, "precision": precision, "compile": compile_model,
-            "images_per_s": round(ips, 1), "train_gflop_per_image": round(flops / 1e9, 2),
-            "achieved_tflops": round(ips * flops / 1e12, 1)}
+            **utilisation(batch_size * steps / seconds, flops, peak_tflops)}
+
+
+def utilisation(images_per_s: float, flops_per_image: float, peak_tflops: float) -> dict:
+    """Images/s, FLOPs per image, achieved TFLOP/s and MFU against the stated peak."""
+    achieved = images_per_s * flops_per_image / 1e12
+    return {"images_per_s": round(images_per_s, 1), "train_gflop_per_image": round(flops_per_image / 1e9, 2),
+            "achieved_tflops": round(achieved, 2), "mfu": round(achieved / peak_tflops, 3)}
 
 
 def study_runs(out: str, device: torch.device, peak_tflops: float) -> list[dict]:
@@ -86,10 +91,8 @@ def study_runs(out: str, device: torch.device, peak_tflops: float) -> list[dict]
             summary = json.load(f)
         model, cfg = load_run(os.path.join(out, run))
         flops = train_flops_per_image(model.to(device).train(), run_view(cfg).size, device)
-        ips = summary["train_images_per_s"]
         rows.append({"run": run, "model": summary["model"], "mixed_precision": summary["mixed_precision"],
-                     "images_per_s": round(ips, 1), "train_gflop_per_image": round(flops / 1e9, 2),
-                     "achieved_tflops": round(ips * flops / 1e12, 2), "mfu": round(ips * flops / 1e12 / peak_tflops, 3),
+                     **utilisation(summary["train_images_per_s"], flops, peak_tflops),
                      "train_time_s": summary["train_time_s"]})
     return rows
 
@@ -117,8 +120,7 @@ def main() -> None:
               "peak_tflops": args.peak_tflops, "runs": []}
     for name in () if args.skip_synthetic else ("vit_base_patch16_224", "vit_tiny_patch16_224"):
         run = train_throughput(name, kwargs, args.img_size, args.batch_size, device, args.precision, args.compile,
-                               args.steps, args.warmup)
-        run["mfu"] = round(run["achieved_tflops"] / args.peak_tflops, 3)
+                               args.steps, args.warmup, args.peak_tflops)
         result["runs"].append(run)
         print(json.dumps(run), flush=True)
     if args.study:

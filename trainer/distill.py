@@ -94,7 +94,7 @@ class Distiller:
         self.accelerator = None
 
     def setup(self, run) -> None:
-        """Rebuild the teacher from its run folder, check it against the data, freeze it, evaluate it once."""
+        """Rebuild the teacher, check it against the data, freeze it; its eval predictions; the logit cache."""
         cfg, acc, data = self.cfg, run.accelerator, run.data
         teacher, tcfg = load_run(cfg.teacher, what="--teacher")
         names = tcfg.get("label_names")

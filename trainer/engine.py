@@ -295,11 +295,11 @@ def fit(run: Run) -> dict:
         return log.event("train", at, step, loss=m["loss"], top1=m["top1"],
                          images_per_s=m["count"] / max(clock.read() - epoch_base, 1e-9), lr=scheduler.get_last_lr()[0])
 
-    def log_eval(at: float) -> dict:
+    def log_eval(at: float, final: bool = False) -> dict:
         nonlocal best
-        with clock.paused():
+        with clock.paused():  # only the final eval's predictions are kept (eval_predictions.safetensors)
             res = evaluate(acc.unwrap_model(model), data.eval, run.view, acc, eval_bs, reference=reference,
-                           return_preds=True)
+                           return_preds=final)
         extra = {"agreement": res["agreement"]} if "agreement" in res else {}
         best = res["top1"] if best is None else max(best, res["top1"])
         log.event("eval", at, step, loss=res["loss"], top1=res["top1"], images_per_s=res["images_per_s"], **extra)
@@ -355,7 +355,7 @@ def fit(run: Run) -> dict:
                     last_eval = log_eval(at)
             if end_of_epoch:
                 tr = log_train(at)
-                last_eval = log_eval(at)
+                last_eval = log_eval(at, final=epoch == cfg.epochs - 1)
                 bar.close()
                 agree = f" agree {last_eval['agreement']:.4f} |" if "agreement" in last_eval else ""
                 log.print(f"epoch {epoch + 1}/{cfg.epochs} | step {step} | train loss {tr['loss']:.4f} top1 "
@@ -479,19 +479,21 @@ def _finish(run: Run, model, last_eval: dict, log: RunLog, meter: Meter, best: O
         summary.update(plugin.summary())
         if "agreement" in last_eval:
             summary["teacher_agreement"] = last_eval["agreement"]
+    # A student's teacher runs eagerly: a compiled model's predictions are not what it would give.
+    files = [f for f in ckpt.RUN_FILES if f != ckpt.EVAL_FILE or not cfg.compile]
     acc.wait_for_everyone()
     if acc.is_main_process:
         ckpt.save_state_dict(state, os.path.join(cfg.output_dir, ckpt.MODEL_FILE))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.CONFIG_FILE), run_config(run, plugin))
         ckpt.write_json(os.path.join(cfg.output_dir, ckpt.SUMMARY_FILE), summary)
-        if not cfg.compile:  # a student's teacher runs eagerly: compiled predictions are not what it would give
+        if ckpt.EVAL_FILE in files:
             weights = os.path.join(cfg.output_dir, ckpt.MODEL_FILE)
             key = ckpt.eval_key(ckpt.file_digest(weights), run.data.eval.key, run.view, acc)
             ckpt.save_eval_predictions(cfg.output_dir, last_eval["preds"], last_eval["top1"], key)
     acc.wait_for_everyone()
     acc.end_training()  # closes trackers and the process group, so no process exits while another still talks
     log.print(f"done: eval top1 {summary['final']['eval_top1']:.4f} (best {best:.4f}) in {train_time:.1f}s; "
-              f"wrote {cfg.output_dir}/{{{ckpt.MODEL_FILE},{ckpt.CONFIG_FILE},{ckpt.SUMMARY_FILE},{ckpt.METRICS_FILE}}}")
+              f"wrote {cfg.output_dir}/{{{','.join(files)}}}")
     return summary
 
 
