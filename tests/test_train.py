@@ -29,8 +29,10 @@ def trained(toy_dataset, cache_dir, tmp_path_factory):
 
 def test_run_lowers_the_loss_and_writes_all_files(trained):
     out, summary = trained
-    for name in ("model.safetensors", "config.json", "summary.json", "metrics.jsonl"):
+    for name in ("model.safetensors", "config.json", "summary.json", "metrics.jsonl", "eval_predictions.safetensors"):
         assert (out / name).is_file(), name
+    preds = load_file(str(out / "eval_predictions.safetensors"))["preds"]
+    assert preds.shape == (summary["num_eval"],)
     records = read_jsonl(str(out / "metrics.jsonl"))
     for r in records:
         assert {"event", "epoch", "step", "loss", "top1", "images_per_s"} <= set(r)
@@ -144,3 +146,11 @@ def test_tensorboard_tracker_gets_the_same_scalars(toy_dataset, cache_dir, tmp_p
     evals = [r for r in read_jsonl(str(out / "metrics.jsonl")) if r["event"] == "eval"]
     assert scalars["eval/top1"] == pytest.approx([r["top1"] for r in evals])
     assert "train/loss" in scalars
+
+
+def test_compiled_run_keeps_no_eval_predictions(toy_dataset, cache_dir, tmp_path, monkeypatch):
+    """A teacher is evaluated eagerly, so a compiled run's predictions must not stand in for it."""
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # the flag's bookkeeping, without inductor's minutes
+    out = tmp_path / "c"
+    main_cls(_args(toy_dataset, out, cache_dir, "--epochs", "1", "--compile"))
+    assert (out / "model.safetensors").is_file() and not (out / "eval_predictions.safetensors").exists()
