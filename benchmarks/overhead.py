@@ -20,8 +20,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainer.argparsing import parse_kwargs  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.engine import cosine_with_warmup, fit, setup  # noqa: E402
+from trainer.engine import fit  # noqa: E402
+from trainer.optim import cosine_with_warmup  # noqa: E402
+from trainer.run import build_run  # noqa: E402
+from trainer.tasks import Classification  # noqa: E402
 
 
 def bare_loop(cfg: TrainConfig, train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,
@@ -76,20 +80,21 @@ def main() -> None:
     p.add_argument("--model-kwargs", nargs="*", default=["patch_size=4", "depth=4"])
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     args = p.parse_args()
-    from trainer.config import _parse_kwargs
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(dataset=args.dataset, model="vit_tiny_patch16_224", img_size=32,
-                          model_kwargs=_parse_kwargs(args.model_kwargs), samples_per_class=args.samples_per_class,
+                          model_kwargs=parse_kwargs(args.model_kwargs), samples_per_class=args.samples_per_class,
                           eval_samples_per_class=args.eval_samples_per_class, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, output_dir=out, progress=not args.json,
                           log_every=0)
-        run = setup(cfg)
+        run = build_run(cfg)
+        task = Classification()
+        task.setup(run)
         data = run.data
         bare_s, bare_top1 = bare_loop(cfg, data.train.images.cpu(), data.train.labels.cpu(),
                                       data.eval.images.cpu(), data.eval.labels.cpu())
         start = time.perf_counter()
-        summary = fit(run)
+        summary = fit(run, task)
         trainer_s = time.perf_counter() - start
     result = {"benchmark": "overhead", "device": "cpu", "threads": torch.get_num_threads(),
               "images": len(data.train), "epochs": cfg.epochs, "batch_size": cfg.batch_size,

@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.augment import View, augment, plan_epoch  # noqa: E402
+from trainer.augment import View, augment  # noqa: E402
+from trainer.batches import plan_epoch  # noqa: E402
 from trainer.data import decode_cached, find_columns, get_split, open_dataset  # noqa: E402
 
 VIEW = View(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")

@@ -1,103 +1,126 @@
-"""Bad input ends with exit code 2, one line on stderr naming problem and fix, and nothing written."""
+"""Bad input ends with exit code 2, one line on stderr naming problem and fix, and nothing written.
+
+One table of cases, run in-process through each entry point's main (what the scripts call), plus a few through
+real fresh interpreters, as a user would meet them."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
+from trainer.benchmark import main as benchmark_main
+from trainer.cli import main_cls, main_kd
+from trainer.evaluate import main as evaluate_main
+from trainer.study.four_parts import main as study_main
+from trainer.study.report import main as report_main
+
 from .conftest import SMALL_VIT, run_script
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+MAINS: dict[str, Callable] = {"train_cls.py": main_cls, "train_kd.py": main_kd, "evaluate": evaluate_main,
+                              "benchmark": benchmark_main, "study": study_main, "report": report_main}
 
 
-def _fails_cleanly(res, out, *needles):
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+def _prepare(case: str, tmp: Path) -> None:
+    """Files some cases need in place before the command runs."""
+    if case == "corrupt_pretrained":
+        (tmp / "w.safetensors").write_bytes(b"\x00" * 64)
+    elif case == "output_is_file":
+        (tmp / "out").write_text("x")
+    elif case == "output_in_use":
+        (tmp / "out").mkdir()
+        (tmp / "out" / "summary.json").write_text("{}")
+
+
+# (case, entry point, arguments ({data}, {tmp} filled in), words the one line must hold)
+CASES = [
+    ("epochs", "train_cls.py", ["--epochs", "0"], ["--epochs must be at least 1"]),
+    ("batch_size", "train_cls.py", ["--batch-size", "0"], ["--batch-size must be at least 1"]),
+    ("lr", "train_cls.py", ["--lr", "-1"], ["--lr must be in (0, 10)"]),
+    ("label_smoothing", "train_cls.py", ["--label-smoothing", "1.5"], ["--label-smoothing must be in [0, 1)"]),
+    ("samples", "train_cls.py", ["--samples-per-class", "-3"], ["--samples-per-class must be at least 1"]),
+    ("kwargs_form", "train_cls.py", ["--model-kwargs", "depth"], ["key=value"]),
+    ("unknown_flag", "train_cls.py", ["--no-such-flag"], ["unrecognized arguments"]),
+    ("checkpoint_every", "train_cls.py", ["--checkpoint-every", "sometimes"],
+     ["--checkpoint-every", "positive step count or 'epoch'"]),
+    ("kd_alpha", "train_kd.py", ["--teacher", "{tmp}", "--kd-alpha", "1.5"], ["--kd-alpha must be in [0, 1]"]),
+    ("kd_temperature", "train_kd.py", ["--teacher", "{tmp}", "--kd-temperature", "0"], ["--kd-temperature must be > 0"]),
+    ("cache_with_crop", "train_kd.py", ["--teacher", "{tmp}", "--teacher-cache", "--random-crop", "4"],
+     ["--teacher-cache needs a finite set of views"]),
+    ("unknown_model", "train_cls.py", ["--model", "vit_tinny_patch16_224"],
+     ["unknown timm model 'vit_tinny_patch16_224'", "did you mean"]),
+    ("model_kwargs_name", "train_cls.py", ["--model-kwargs", "depth=2", "dept=3"], ["rejects --model-kwargs", "dept"]),
+    ("img_size_on_resnet", "train_cls.py", ["--model", "resnet18", "--model-kwargs"],  # SMALL_VIT's --img-size 32
+     ["timm model 'resnet18' takes no input size", "leave out --img-size"]),
+    ("missing_folder", "train_cls.py", ["--dataset", "{tmp}/nope"], ["does not exist", "--dataset"]),
+    ("label_column_missing", "train_cls.py", ["--label-column", "labels"],
+     ["column 'labels' (--label-column) not found", "['img', 'label']"]),
+    ("label_column_is_images", "train_cls.py", ["--label-column", "img"],
+     ["column 'img' holds Image, not class labels", "--label-column"]),
+    ("image_column_is_labels", "train_cls.py", ["--image-column", "label"], ["column 'label' holds", "not images"]),
+    ("too_many", "train_cls.py", ["--samples-per-class", "500"],
+     ["class 'class0' has only 60 images in split 'train'", "--samples-per-class 500"]),
+    ("missing_split", "train_cls.py", ["--eval-split", "validation"], ["split 'validation' not found", "--eval-split"]),
+    ("corrupt_pretrained", "train_cls.py", ["--pretrained-file", "{tmp}/w.safetensors"],
+     ["not a readable safetensors file"]),
+    ("output_is_file", "train_cls.py", [], ["is a file"]),
+    ("output_in_use", "train_cls.py", [], ["already holds a run", "--overwrite"]),
+    ("resume_without_checkpoint", "train_cls.py", ["--resume-from", "latest"], ["no checkpoint"]),
+    ("evaluate_missing", "evaluate", ["--checkpoint", "{tmp}/nowhere"], ["does not exist"]),
+    ("benchmark_missing", "benchmark", ["--checkpoint", "{tmp}/nowhere"], ["does not exist"]),
+    ("benchmark_batch", "benchmark", ["--model", "vit_tiny_patch16_224", "--batch-size", "0"],
+     ["--batch-size must be positive, got 0"]),
+    ("report_without_study", "report", ["{tmp}"], ["holds no study.json"]),
+    ("study_without_data", "study", ["--preset", "hw2", "--dataset", "{tmp}/no-cifar", "--output-dir", "{tmp}/out"],
+     ["dataset folder", "does not exist"]),
+]
+TRAINING = ("train_cls.py", "train_kd.py")
+
+
+def _argv(script: str, args: list[str], data: Path, tmp: Path, cache_dir: Path) -> list[str]:
+    filled = [a.format(data=data, tmp=tmp) for a in args]
+    if script not in TRAINING:
+        return filled
+    return [*SMALL_VIT, "--dataset", str(data), "--output-dir", str(tmp / "out"), "--cache-dir", str(cache_dir),
+            "--samples-per-class", "10", "--epochs", "1", "--no-progress", *filled]
+
+
+def _listing(out: Path) -> object:
+    return sorted(p.name for p in out.iterdir()) if out.is_dir() else out.read_text() if out.exists() else None
+
+
+def _one_clean_line(code, err: str, needles: list[str]) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err[-3000:]
     for needle in needles:
         assert needle in lines[0], lines[0]
-    assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.parametrize("extra, needles", [
-    (["--epochs", "0"], ["--epochs must be at least 1"]),
-    (["--batch-size", "0"], ["--batch-size must be at least 1"]),
-    (["--lr", "-1"], ["--lr must be in (0, 10)"]),
-    (["--label-smoothing", "1.5"], ["--label-smoothing"]),
-    (["--samples-per-class", "-3"], ["--samples-per-class must be at least 1"]),
-    (["--model-kwargs", "depth"], ["key=value"]),
-    (["--no-such-flag"], ["unrecognized arguments"]),
-    (["--checkpoint-every", "sometimes"], ["--checkpoint-every"]),
-])
-def test_numbers_and_flags(tmp_path, toy_dataset, extra, needles):
-    out = tmp_path / "out"
-    res = run_script("train_cls.py", "--dataset", str(toy_dataset), "--output-dir", str(out), *extra)
-    _fails_cleanly(res, out, *needles)
+@pytest.mark.parametrize("case, script, args, needles", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, script, args, needles, toy_dataset, cache_dir, tmp_path, capsys):
+    _prepare(case, tmp_path)
+    before = _listing(tmp_path / "out")
+    with pytest.raises(SystemExit) as stop:
+        MAINS[script](_argv(script, args, toy_dataset, tmp_path, cache_dir))
+    _one_clean_line(stop.value.code, capsys.readouterr().err, needles)
+    assert _listing(tmp_path / "out") == before  # nothing written
 
 
-def test_kd_numbers(tmp_path, toy_dataset):
-    out = tmp_path / "out"
-    for extra, needle in ((["--kd-alpha", "1.5"], "--kd-alpha must be in [0, 1]"),
-                          (["--kd-temperature", "0"], "--kd-temperature must be > 0")):
-        res = run_script("train_kd.py", "--teacher", str(tmp_path), "--dataset", str(toy_dataset),
-                         "--output-dir", str(out), *extra)
-        _fails_cleanly(res, out, needle)
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["epochs", "label_column_is_images", "evaluate_missing"])
+def test_bad_input_in_a_fresh_interpreter(case, toy_dataset, cache_dir, tmp_path):
+    _, script, args, needles = next(c for c in CASES if c[0] == case)
+    command = script if script in TRAINING else f"-m trainer.{script}"
+    res = run_script(command, *_argv(script, args, toy_dataset, tmp_path, cache_dir))
+    _one_clean_line(res.returncode, res.stderr, needles)
+    assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["unknown_model", "missing_folder", "hub_offline", "label_column", "too_many",
-                                  "corrupt_pretrained", "output_is_file", "output_in_use"])
-def test_setup_errors(tmp_path, toy_dataset, cache_dir, case):
-    out = tmp_path / "out"
-    base = [*SMALL_VIT, "--dataset", str(toy_dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
-            "--samples-per-class", "10", "--epochs", "1", "--no-progress"]
-    env, needles = OFFLINE, []
-    if case == "unknown_model":
-        base += ["--model", "vit_tinny_patch16_224"]
-        needles = ["unknown timm model 'vit_tinny_patch16_224'", "did you mean"]
-    elif case == "missing_folder":
-        base += ["--dataset", str(tmp_path / "nope")]
-        needles = ["does not exist", "--dataset"]
-    elif case == "hub_offline":
-        base += ["--dataset", "someone/no-such-dataset"]
-        needles = ["could not load dataset 'someone/no-such-dataset' from the Hugging Face Hub", "save_to_disk"]
-    elif case == "label_column":
-        base += ["--label-column", "labels"]
-        needles = ["column 'labels' (--label-column) not found", "['img', 'label']"]
-    elif case == "too_many":
-        base += ["--samples-per-class", "500"]
-        needles = ["class 'class0' has only 60 images in split 'train'", "--samples-per-class 500"]
-    elif case == "corrupt_pretrained":
-        bad = tmp_path / "w.safetensors"
-        bad.write_bytes(b"\x00" * 64)
-        base += ["--pretrained-file", str(bad)]
-        needles = ["not a readable safetensors file"]
-    elif case == "output_is_file":
-        out.write_text("x")
-        res = run_script("train_cls.py", *base, env=env)
-        assert res.returncode == 2 and "is a file" in res.stderr and out.read_text() == "x"
-        return
-    elif case == "output_in_use":
-        out.mkdir()
-        (out / "summary.json").write_text("{}")
-        res = run_script("train_cls.py", *base, env=env)
-        assert res.returncode == 2 and "already holds a run" in res.stderr and "--overwrite" in res.stderr
-        assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
-        return
-    res = run_script("train_cls.py", *base, env=env)
-    _fails_cleanly(res, out, *needles)
-
-
-def test_evaluate_and_benchmark_bad_checkpoint(tmp_path):
-    for module in ("-m trainer.evaluate", "-m trainer.benchmark"):
-        res = run_script(module, "--checkpoint", str(tmp_path / "nowhere"))
-        _fails_cleanly(res, tmp_path / "unused", "does not exist")
-
-
-def test_report_of_a_folder_without_a_study(tmp_path):
-    res = run_script("-m trainer.report", str(tmp_path))
-    _fails_cleanly(res, tmp_path / "unused", "holds no study.json")
-
-
-def test_study_without_its_dataset(tmp_path):
-    out = tmp_path / "study"
-    res = run_script("-m trainer.study", "--preset", "hw2", "--dataset", str(tmp_path / "no-cifar"),
-                     "--output-dir", str(out))
-    _fails_cleanly(res, out, "dataset folder", "does not exist")
+@pytest.mark.slow
+def test_hub_dataset_offline(toy_dataset, cache_dir, tmp_path):
+    res = run_script("train_cls.py", *_argv("train_cls.py", ["--dataset", "someone/no-such-dataset"], toy_dataset,
+                                            tmp_path, cache_dir), env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    _one_clean_line(res.returncode, res.stderr,
+                    ["could not load dataset 'someone/no-such-dataset' from the Hugging Face Hub", "save_to_disk"])
+    assert not (tmp_path / "out").exists()

@@ -74,6 +74,7 @@ def _digest(folder) -> dict:
     return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_distilled_student_agrees_more_and_teacher_is_untouched(hard_dataset, cache_dir, teacher, tmp_path):
     before = _digest(teacher)
     distilled = main_kd(_kd_args(hard_dataset, tmp_path / "kd", cache_dir, teacher, "--epochs", "3",
@@ -92,6 +93,7 @@ def test_distilled_student_agrees_more_and_teacher_is_untouched(hard_dataset, ca
     assert all("agreement" in r for r in records if r["event"] == "eval")
 
 
+@pytest.mark.slow
 def test_teacher_eval_is_reused_from_its_run_only_where_it_applies(hard_dataset, cache_dir, teacher, tmp_path):
     """The teacher's saved final eval predictions stand in for evaluating it again, with the same results."""
     copy = tmp_path / "t"
@@ -113,6 +115,7 @@ def test_teacher_eval_is_reused_from_its_run_only_where_it_applies(hard_dataset,
     assert not other["teacher_eval_reused"]  # other eval images: the saved predictions do not apply
 
 
+@pytest.mark.slow
 def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_dir, teacher, tmp_path):
     """trainer.evaluate --compare-with TEACHER reproduces the student's final agreement, saved predictions or not."""
     from trainer.evaluate import main as evaluate_main
@@ -129,17 +132,20 @@ def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_
     assert with_saved["top1"] == pytest.approx(summary["final"]["eval_top1"])
 
 
+@pytest.mark.slow
 def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path):
-    from trainer.augment import augment, plan_epoch
+    from trainer.augment import augment
+    from trainer.batches import Batch, plan_epoch
     from trainer.config import parse_args
-    from trainer.distill import Distiller
-    from trainer.engine import Batch, setup
+    from trainer.distill import Distillation
+    from trainer.run import build_run
 
     cfg = parse_args(_kd_args(hard_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache", "--epochs", "3"),
                      kd=True)
-    cached = Distiller(cfg)
-    run = setup(cfg, cached)
-    online = Distiller(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher), kd=True))
+    run = build_run(cfg)
+    cached = Distillation(cfg)
+    cached.setup(run)
+    online = Distillation(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher), kd=True))
     online.setup(run)
     n = len(run.data.train)
     assert cached.cache.shape == (n, 2, 4)
@@ -157,17 +163,22 @@ def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, t
     assert computed.any(-1).all()
 
 
+@pytest.mark.slow
+def test_loss_parts_are_logged_and_add_up_to_the_loss(hard_dataset, cache_dir, teacher, tmp_path):
+    summary = main_kd(_kd_args(hard_dataset, tmp_path / "kd", cache_dir, teacher, "--epochs", "1", "--kd-alpha", "0.3",
+                               "--log-every", "4"))
+    trains = [r for r in read_jsonl(str(tmp_path / "kd" / "metrics.jsonl")) if r["event"] == "train"]
+    assert len(trains) == 4  # steps 4, 8, 12 and the epoch's end (15)
+    for r in trains:  # each part is averaged over the same images as the loss
+        assert r["loss_ce"] > 0 and r["loss_kd"] > 0
+        assert r["loss"] == pytest.approx(0.7 * r["loss_ce"] + 0.3 * r["loss_kd"], rel=1e-6)  # float32 steps
+    assert summary["final"]["train_loss_kd"] == trains[-1]["loss_kd"]
+
+
+@pytest.mark.slow
 def test_one_epoch_cache_costs_one_teacher_pass(hard_dataset, cache_dir, teacher, tmp_path):
     summary = main_kd(_kd_args(hard_dataset, tmp_path / "one", cache_dir, teacher, "--teacher-cache", "--epochs", "1"))
     assert summary["teacher_cache_forwards"] == summary["num_train"]
-
-
-def test_teacher_cache_refused_with_random_crop(hard_dataset, teacher, tmp_path):
-    res = run_script("train_kd.py", *_kd_args(hard_dataset, tmp_path / "o", tmp_path / "c", teacher,
-                                              "--teacher-cache", "--random-crop", "4"))
-    assert res.returncode == 2
-    assert "--teacher-cache needs a finite set of views" in res.stderr
-    assert not (tmp_path / "o").exists()
 
 
 def _bad_teachers(teacher, tmp_path, hard_dataset):
@@ -194,6 +205,7 @@ def _bad_teachers(teacher, tmp_path, hard_dataset):
     ]
 
 
+@pytest.mark.slow
 def test_bad_teachers_exit_2_with_one_line(hard_dataset, teacher, tmp_path):
     for bad, message in _bad_teachers(teacher, tmp_path, hard_dataset):
         out = tmp_path / f"out-{bad.name}"
@@ -204,12 +216,14 @@ def test_bad_teachers_exit_2_with_one_line(hard_dataset, teacher, tmp_path):
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_teacher_with_other_class_count(hard_dataset, teacher, tmp_path, cache_dir):
     three = make_dataset(tmp_path / "three", {"train": 60, "test": 10}, num_classes=3)
     res = run_script("train_kd.py", *_kd_args(three, tmp_path / "o", cache_dir, teacher, "--epochs", "1"))
     assert res.returncode == 2 and "was trained on 4 classes" in res.stderr and "the dataset has 3" in res.stderr
 
 
+@pytest.mark.slow
 def test_distillation_resumes_exactly(hard_dataset, cache_dir, teacher, tmp_path):
     from safetensors.torch import load_file
 

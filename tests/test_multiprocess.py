@@ -12,6 +12,8 @@ from trainer.metrics import read_jsonl
 
 from .conftest import ROOT, SMALL_VIT, make_dataset
 
+pytestmark = pytest.mark.slow  # every test here trains for real
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -93,3 +95,24 @@ def test_teacher_cache_on_two_processes_equals_online_teacher(two_process_run, o
     assert summary["processes"] == 2 and 100 < summary["teacher_cache_forwards"] < 200
     assert len(losses["cached"]) == 6  # steps 3, 6, 7 (end of epoch), 9, 12, 14
     assert losses["cached"] == pytest.approx(losses["online"], rel=1e-4)
+
+
+def test_two_runs_one_after_the_other_in_one_process_group(odd_dataset, cache_dir, tmp_path):
+    """train() leaves the process group open for the next run; the entry point closes it once, at its end."""
+    script = tmp_path / "two_runs.py"
+    script.write_text(f"""
+import dataclasses
+from trainer.api import TrainConfig, train
+from trainer.distributed import end_processes
+
+base = TrainConfig(dataset={str(odd_dataset)!r}, cache_dir={str(cache_dir)!r}, model="vit_tiny_patch16_224",
+                   img_size=32, model_kwargs={{"patch_size": 8, "depth": 1}}, samples_per_class=10,
+                   eval_samples_per_class=10, batch_size=8, epochs=1, progress=False)
+for name, seed in (("a", 1), ("b", 2)):
+    train(dataclasses.replace(base, output_dir={str(tmp_path)!r} + "/" + name, seed=seed))
+end_processes()
+""")
+    res = torchrun(2, str(script))
+    assert res.returncode == 0, res.stderr[-4000:]
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("a", "b")]
+    assert [s["processes"] for s in summaries] == [2, 2] and [s["steps"] for s in summaries] == [3, 3]

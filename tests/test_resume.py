@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 from safetensors.torch import load_file
 
 from trainer.metrics import read_jsonl
 
 from .conftest import ROOT, SMALL_VIT, run_script
+
+pytestmark = pytest.mark.slow  # every test here trains for real
 
 
 def _args(dataset, out, cache_dir, *extra):
@@ -59,42 +62,26 @@ def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_p
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-55", "step-60"]  # --keep-checkpoints 2 (default)
 
 
-def test_resume_needs_a_checkpoint(toy_dataset, cache_dir, tmp_path):
-    res = run_script("train_cls.py", *_args(toy_dataset, tmp_path / "o", cache_dir, "--resume-from", "latest"))
-    assert res.returncode == 2 and "no checkpoint" in res.stderr
-
-
 def test_non_finite_loss_stops_with_the_step(toy_dataset, cache_dir, tmp_path):
-    import pytest
-    import torch.nn.functional as F
-
+    from trainer.api import train
     from trainer.config import parse_args
-    from trainer.engine import fit, setup
     from trainer.errors import UsageError
+    from trainer.tasks import Classification
 
-    class BreaksAtSeven:
-        eval_reference = None
+    class BreaksAtSeven(Classification):
         calls = 0
 
-        def setup(self, run):
-            pass
-
-        def on_start(self, run):
-            pass
-
-        def loss(self, logits, batch):
+        def forward(self, model, batch):
             self.calls += 1
-            loss = F.cross_entropy(logits, batch.labels)
-            return loss * float("nan") if self.calls == 7 else loss
-
-        def summary(self):
-            return {}
+            out = super().forward(model, batch)
+            if self.calls == 7:
+                out.loss = out.loss * float("nan")
+            return out
 
     out = tmp_path / "o"
     cfg = parse_args(_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5"))
-    plugin = BreaksAtSeven()
     with pytest.raises(UsageError, match="non-finite at step 7"):
-        fit(setup(cfg, plugin))
+        train(cfg, BreaksAtSeven())
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-5"]
     assert not (out / "model.safetensors").exists()
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 import json
 import os
 
-from trainer.study import main as study_main
+import pytest
+
+from trainer.study.four_parts import main as study_main
+
+pytestmark = pytest.mark.slow  # every test here trains for real
 
 RUNS = ["part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", "part4_tiny_distilled",
         "part4_tiny_scratch"]

@@ -13,6 +13,8 @@ from trainer.metrics import read_jsonl
 
 from .conftest import CIFAR10, SMALL_VIT, needs_cifar10
 
+pytestmark = pytest.mark.slow  # every test here trains for real
+
 
 def _args(dataset, out, cache_dir, *extra):
     return [*SMALL_VIT, "--dataset", str(dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),

@@ -19,25 +19,6 @@ class View:
     interpolation: str = "bicubic"
 
 
-@dataclass
-class EpochPlan:
-    """One epoch's sample order and per-position augmentation, a pure function of (seed, epoch)."""
-
-    order: torch.Tensor  # [N] int64, dataset positions in visiting order
-    flip: Optional[torch.Tensor]  # [N] bool, per visiting position
-    crop: Optional[torch.Tensor]  # [N, 2] int64 (dy, dx) offsets into the padded image
-
-
-def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int) -> EpochPlan:
-    """Draw the epoch's order, flips and crop offsets from a generator seeded by (seed, epoch)."""
-    # A fresh generator per epoch makes a resumed run replay exactly the stream a run left alone would see.
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=g)
-    flips = torch.rand(n, generator=g) < 0.5 if flip else None
-    crop = torch.randint(0, 2 * crop_pad + 1, (n, 2), generator=g) if crop_pad else None
-    return EpochPlan(order, flips, crop)
-
-
 @functools.lru_cache(maxsize=16)
 def _scale_shift(view: View, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     # (x / 255 - mean) / std as one multiply-subtract; built once per device, because a fresh

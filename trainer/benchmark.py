@@ -13,8 +13,13 @@ from typing import Optional, Sequence
 
 import torch
 
-from .config import _DefaultsFormatter, _OneLineParser, _parse_kwargs
+from torch.utils.flop_counter import FlopCounterMode
+
+from .argparsing import OneLineParser, parse_kwargs
+from .augment import View, preprocess
+from .data import default_cache_dir, load_data
 from .errors import UsageError, exit_on_usage_error
+from .models import count_params, create_model, input_view, load_run, run_view
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -62,8 +67,6 @@ def throughput(model: torch.nn.Module, img_size: int, batch_size: int, device: t
 
 def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.device) -> float:
     """Matmul FLOPs of one training step (forward + backward) per image, for model FLOP utilisation."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     # torch counts fused attention on CUDA but not its CPU kernel: count timm's explicit-matmul attention
     # instead, so the figure is the same on every device. Norms, softmax and GELU are not counted (MFU convention).
     fused = [(m, m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")]
@@ -87,12 +90,9 @@ def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters
     return time_batches(model, torch.randn(1, 3, img_size, img_size), "fp32", warmup, iters) * 1e3
 
 
-def end_to_end(model: torch.nn.Module, view, dataset: str, device: torch.device, batch_size: int, precision: str,
+def end_to_end(model: torch.nn.Module, view: View, dataset: str, device: torch.device, batch_size: int, precision: str,
                split: str = "test", limit: int = 2000) -> float:
     """Images per second through the real eval input pipeline (decoded images -> resize -> model)."""
-    from .augment import preprocess
-    from .data import default_cache_dir, load_data
-
     data = load_data(dataset, None, split, eval_samples_per_class=None, cache_dir=default_cache_dir())
     images = data.eval.images[:limit].to(device)
     autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
@@ -108,9 +108,9 @@ def end_to_end(model: torch.nn.Module, view, dataset: str, device: torch.device,
     return images.shape[0] / (time.perf_counter() - start)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The command line of trainer.benchmark."""
-    p = _OneLineParser(prog="python -m trainer.benchmark", description=__doc__, formatter_class=_DefaultsFormatter)
+    p = OneLineParser(prog="python -m trainer.benchmark", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a timm model name")
     src.add_argument("--checkpoint", help="a train_cls.py/train_kd.py run folder")
@@ -130,16 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_model(args) -> tuple[torch.nn.Module, int, object]:
+def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int, View]:
     """The model to time: a fresh timm model, or a run rebuilt from its folder."""
-    from .models import create_model, input_view, load_run, run_view
-
     if args.checkpoint:
         model, cfg = load_run(args.checkpoint, "--checkpoint")
         view = run_view(cfg)
     else:
         model, _ = create_model(args.model, args.num_classes, img_size=args.img_size,
-                                model_kwargs=_parse_kwargs(args.model_kwargs))
+                                model_kwargs=parse_kwargs(args.model_kwargs))
         view = input_view(model, args.img_size)
     return model, view.size, view
 
@@ -155,8 +153,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible here; use --device cpu")
     model, img_size, view = build_model(args)
-    from .models import count_params
-
     out = {"model": args.model or args.checkpoint, "img_size": img_size, "num_params": count_params(model),
            "precision": args.precision, "device": device.type, "channels_last": args.channels_last,
            "compile": args.compile, "threads": torch.get_num_threads()}

@@ -1,245 +1,180 @@
-"""Run arguments: one dataclass, its command line, its range checks."""
+"""Run arguments: every option declared once (field, help, range); the command line is generated from them."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from .argparsing import OneLineParser, count_or_all, parse_kwargs, steps_or_epoch
 from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Opt:
+    """How one TrainConfig field appears on the command line and which values it accepts."""
+
+    help: str = ""
+    group: str = ""
+    parse: Optional[Callable[[str], Any]] = None  # argparse `type`; default: the type of the default
+    after: Optional[Callable[[Any], Any]] = None  # applied to the parsed value (a whole list for nargs)
+    check: Optional[Callable[[Any], bool]] = None  # range check; None values are never checked
+    rule: str = ""  # what check wants, as in "--epochs must be {rule}, got 0"
+    choices: Optional[Sequence[str]] = None
+    metavar: Optional[str] = None
+    nargs: Optional[str] = None
+    kd_only: bool = False  # only train_kd.py has it
+    required: bool = False
+
+
+def _option(group: str) -> Callable[..., Any]:
+    def option(default: Any, help: str = "", **spec: Any) -> Any:
+        meta = {"opt": Opt(help=help, group=group, **spec)}
+        if isinstance(default, (dict, list)):
+            return field(default_factory=lambda: type(default)(default), metadata=meta)
+        return field(default=default, metadata=meta)
+
+    return option
+
+
+_data, _model, _optim, _output, _kd = (_option(g) for g in ("data", "model", "optimisation", "logging and output",
+                                                          "distillation"))
+AT_LEAST_1 = dict(check=lambda v: v >= 1, rule="at least 1")
+NON_NEGATIVE = dict(check=lambda v: v >= 0, rule=">= 0")
 
 
 @dataclass
 class TrainConfig:
     """Everything a run needs; defaults are the study's "default parameters" (see README)."""
 
-    # data
-    dataset: str = "uoft-cs/cifar10"
-    dataset_config: Optional[str] = None
-    train_split: str = "train"
-    eval_split: str = "test"
-    image_column: Optional[str] = None
-    label_column: Optional[str] = None
-    samples_per_class: Optional[int] = 1000
-    eval_samples_per_class: Optional[int] = None
-    cache_dir: Optional[str] = None
-    # augmentation
-    flip: bool = True
-    random_crop: int = 0
-    # model
-    model: str = "vit_base_patch16_224"
-    img_size: Optional[int] = None
-    model_kwargs: dict = field(default_factory=dict)
-    pretrained: bool = False
-    pretrained_file: Optional[str] = None
-    # optimisation
-    epochs: int = 5
-    batch_size: int = 64
-    eval_batch_size: Optional[int] = None
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.5
-    min_lr_ratio: float = 0.0
-    label_smoothing: float = 0.0
-    clip_grad: Optional[float] = 1.0
-    grad_accum: int = 1
-    mixed_precision: Optional[str] = None
-    compile: bool = False
-    seed: int = 42
-    # logging and output
-    output_dir: str = "runs/latest"
-    overwrite: bool = False
-    eval_every: int = 0
-    log_every: int = 50
-    report_to: str = "none"
-    progress: bool = True
-    checkpoint_every: Optional[str] = None
-    keep_checkpoints: int = 2
-    resume_from: Optional[str] = None
-    # distillation (train_kd.py)
-    teacher: Optional[str] = None
-    kd_type: str = "soft"
-    kd_alpha: float = 0.5
-    kd_temperature: float = 4.0
-    teacher_cache: bool = False
+    dataset: str = _data("uoft-cs/cifar10", "hub id or local folder (load_dataset or save_to_disk)")
+    dataset_config: Optional[str] = _data(None, "dataset configuration name, if any", parse=str)
+    train_split: str = _data("train", "split to train on")
+    eval_split: str = _data("test", "split to evaluate on")
+    image_column: Optional[str] = _data(None, "default: the column whose feature is Image", parse=str)
+    label_column: Optional[str] = _data(None, "default: the column whose feature is ClassLabel", parse=str)
+    samples_per_class: Optional[int] = _data(
+        1000, "exactly N training images per class, chosen by --seed ('all' for the whole split)",
+        parse=count_or_all, check=lambda v: v >= 1, rule="at least 1 (or 'all')")
+    eval_samples_per_class: Optional[int] = _data(
+        None, "N eval images per class (default: the whole eval split)", parse=count_or_all,
+        check=lambda v: v >= 1, rule="at least 1 (or 'all')")
+    cache_dir: Optional[str] = _data(
+        None, "where decoded images are cached (default: $VIT_TRAINER_CACHE or ~/.cache/vit_trainer)", parse=str)
+    flip: bool = _data(True, "disable random horizontal flips")
+    random_crop: int = _data(0, "random crop after reflect-padding PAD pixels at the source resolution (0: off)",
+                            metavar="PAD", check=lambda v: v >= 0, rule=">= 0 pixels")
 
-    def to_dict(self) -> dict:
+    model: str = _model("vit_base_patch16_224", "any timm model name, or name.tag")
+    img_size: Optional[int] = _model(None, "model input size (default: the model's own)", parse=int,
+                                    check=lambda v: v >= 8, rule="at least 8")
+    model_kwargs: dict = _model({}, "extra timm.create_model keyword arguments, e.g. patch_size=4 depth=4",
+                               nargs="*", metavar="K=V", parse=str, after=parse_kwargs)
+    pretrained: bool = _model(False, "start from timm's pretrained weights (hub)")
+    pretrained_file: Optional[str] = _model(None, "start from a local .safetensors/.pth file", parse=str)
+
+    epochs: int = _optim(5, **AT_LEAST_1)
+    batch_size: int = _optim(64, "per process", **AT_LEAST_1)
+    eval_batch_size: Optional[int] = _optim(None, "per process (default: 2x --batch-size)", parse=int, **AT_LEAST_1)
+    lr: float = _optim(1e-4, "peak learning rate (AdamW)", check=lambda v: 0 < v < 10, rule="in (0, 10)")
+    weight_decay: float = _optim(0.05, **NON_NEGATIVE)
+    warmup_epochs: float = _optim(0.5, "linear warm-up, then cosine decay", **NON_NEGATIVE)
+    min_lr_ratio: float = _optim(0.0, "final lr as a fraction of --lr", check=lambda v: 0 <= v <= 1, rule="in [0, 1]")
+    label_smoothing: float = _optim(0.0, check=lambda v: 0 <= v < 1, rule="in [0, 1)")
+    clip_grad: Optional[float] = _optim(1.0, "max gradient norm (0: off)", after=lambda v: v or None,
+                                       check=lambda v: v > 0, rule="> 0 (or 0 for off)")
+    grad_accum: int = _optim(1, "micro-batches per optimizer step", **AT_LEAST_1)
+    mixed_precision: Optional[str] = _optim(None, "default: from the accelerate config / launch flags",
+                                           choices=("no", "fp16", "bf16"))
+    compile: bool = _optim(False, "torch.compile the model")
+    seed: int = _optim(42, "fixes selection, init, order and augmentation")
+
+    output_dir: str = _output("runs/latest")
+    overwrite: bool = _output(False, "replace another run's files in --output-dir")
+    eval_every: int = _output(0, "also evaluate every N steps (0: per epoch only)", **NON_NEGATIVE)
+    log_every: int = _output(50, "write a train line every N steps (0: per epoch only)", **NON_NEGATIVE)
+    report_to: str = _output("none", "accelerate trackers", choices=("none", "tensorboard", "wandb", "all"))
+    progress: bool = _output(True, "no progress bar")
+    checkpoint_every: int | str | None = _output(
+        None, "save a resumable state every N steps or every epoch under OUTPUT_DIR/checkpoints/",
+        parse=steps_or_epoch, metavar="N|epoch", check=lambda v: v == "epoch" or (isinstance(v, int) and v >= 1),
+        rule="a positive step count or 'epoch'")
+    keep_checkpoints: int = _output(2, "keep the newest K states", **AT_LEAST_1)
+    resume_from: Optional[str] = _output(
+        None, "continue from a checkpoint folder, or the newest one in OUTPUT_DIR/checkpoints", parse=str,
+        metavar="DIR|latest")
+
+    teacher: Optional[str] = _kd(None, "a train_cls.py run folder, or its model.safetensors with config.json beside it",
+                                parse=str, kd_only=True, required=True)
+    kd_type: str = _kd("soft", choices=("soft", "hard"), kd_only=True)
+    kd_alpha: float = _kd(0.5, "weight of the distillation term", check=lambda v: 0 <= v <= 1, rule="in [0, 1]",
+                         kd_only=True)
+    kd_temperature: float = _kd(4.0, "softmax temperature (soft)", check=lambda v: v > 0, rule="> 0", kd_only=True)
+    teacher_cache: bool = _kd(False, "compute the teacher's logits for every image and view the run will visit, "
+                                    "once, before training", kd_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able copy of the arguments."""
         return dataclasses.asdict(self)
 
 
-class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except where the help already explains them or there is none to show."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, [], argparse.SUPPRESS) or isinstance(action.default, bool):
-            return text
-        return super()._get_help_string(action)
+def flag(name: str) -> str:
+    """The command-line spelling of a field."""
+    return "--" + name.replace("_", "-")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error; the project's rule is one line and exit code 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def _parse_kwargs(items: Sequence[str]) -> dict:
-    """Turn ['patch_size=4', 'depth=4', 'drop_rate=0.1'] into typed keyword arguments."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--model-kwargs expects key=value pairs, got '{item}' (example: patch_size=4 depth=4)")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = _literal(raw.strip())
-    return out
-
-
-def _literal(raw: str) -> Any:
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def _optional_int(raw: str) -> Optional[int]:
-    return None if raw.lower() in ("all", "none", "0") else int(raw)
-
-
-def build_parser(kd: bool = False, prog: Optional[str] = None) -> argparse.ArgumentParser:
-    """The command line of train_cls.py (and of train_kd.py with kd=True)."""
-    d = TrainConfig()
-    p = _OneLineParser(
-        prog=prog,
-        description=("Distill a timm ViT student from a trained teacher" if kd else "Train or fine-tune a timm ViT")
-        + " on an image-classification dataset, through Hugging Face Accelerate.",
-        formatter_class=_DefaultsFormatter,
-    )
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=d.dataset, help="hub id or local folder (load_dataset or save_to_disk)")
-    g.add_argument("--dataset-config", default=d.dataset_config, help="dataset configuration name, if any")
-    g.add_argument("--train-split", default=d.train_split, help="split to train on")
-    g.add_argument("--eval-split", default=d.eval_split, help="split to evaluate on")
-    g.add_argument("--image-column", default=None, help="default: the column whose feature is Image")
-    g.add_argument("--label-column", default=None, help="default: the column whose feature is ClassLabel")
-    g.add_argument("--samples-per-class", type=_optional_int, default=d.samples_per_class,
-                   help="exactly N training images per class, chosen by --seed ('all' for the whole split)")
-    g.add_argument("--eval-samples-per-class", type=_optional_int, default=d.eval_samples_per_class,
-                   help="N eval images per class (default: the whole eval split)")
-    g.add_argument("--cache-dir", default=d.cache_dir,
-                   help="where decoded images are cached (default: $VIT_TRAINER_CACHE or ~/.cache/vit_trainer)")
-    g.add_argument("--no-flip", dest="flip", action="store_false", help="disable random horizontal flips")
-    g.add_argument("--random-crop", type=int, default=d.random_crop, metavar="PAD",
-                   help="random crop after reflect-padding PAD pixels at the source resolution (0: off)")
-
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=d.model, help="any timm model name, or name.tag")
-    g.add_argument("--img-size", type=int, default=None, help="model input size (default: the model's own)")
-    g.add_argument("--model-kwargs", nargs="*", default=[], metavar="K=V",
-                   help="extra timm.create_model keyword arguments, e.g. patch_size=4 depth=4")
-    g.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (hub)")
-    g.add_argument("--pretrained-file", default=None, help="start from a local .safetensors/.pth file")
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
-    g.add_argument("--eval-batch-size", type=int, default=None, help="per process (default: 2x --batch-size)")
-    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up, then cosine decay")
-    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="final lr as a fraction of --lr")
-    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    g.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max gradient norm (0: off)")
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
-    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
-                   help="default: from the accelerate config / launch flags")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--seed", type=int, default=d.seed, help="fixes selection, init, order and augmentation")
-
-    g = p.add_argument_group("logging and output")
-    g.add_argument("--output-dir", default=d.output_dir)
-    g.add_argument("--overwrite", action="store_true", help="replace another run's files in --output-dir")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="also evaluate every N steps (0: per epoch only)")
-    g.add_argument("--log-every", type=int, default=d.log_every, help="write a train line every N steps (0: per epoch only)")
-    g.add_argument("--report-to", choices=["none", "tensorboard", "wandb", "all"], default=d.report_to,
-                   help="accelerate trackers")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    g.add_argument("--checkpoint-every", default=None, metavar="N|epoch",
-                   help="save a resumable state every N steps or every epoch under OUTPUT_DIR/checkpoints/")
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="keep the newest K states")
-    g.add_argument("--resume-from", default=None, metavar="DIR|latest",
-                   help="continue from a checkpoint folder, or the newest one in OUTPUT_DIR/checkpoints")
-
-    if kd:
-        g = p.add_argument_group("distillation")
-        g.add_argument("--teacher", required=True,
-                       help="a train_cls.py run folder, or its model.safetensors with config.json beside it")
-        g.add_argument("--kd-type", choices=["soft", "hard"], default=d.kd_type)
-        g.add_argument("--kd-alpha", type=float, default=d.kd_alpha, help="weight of the distillation term")
-        g.add_argument("--kd-temperature", type=float, default=d.kd_temperature, help="softmax temperature (soft)")
-        g.add_argument("--teacher-cache", action="store_true",
-                       help="compute the teacher's logits for every image and view the run will visit, "
-                            "once, before training")
+def build_parser(kd: bool = False, prog: Optional[str] = None) -> OneLineParser:
+    """The command line of train_cls.py (and of train_kd.py with kd=True), generated from TrainConfig."""
+    p = OneLineParser(prog=prog, description=(
+        "Distill a timm ViT student from a trained teacher" if kd else "Train or fine-tune a timm ViT")
+        + " on an image-classification dataset, through Hugging Face Accelerate.")
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        o: Opt = f.metadata["opt"]
+        if o.kd_only and not kd:
+            continue
+        g = groups.get(o.group) or groups.setdefault(o.group, p.add_argument_group(o.group))
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(default, bool):  # True-by-default switches are turned off with --no-NAME
+            g.add_argument(flag(("no_" if default else "") + f.name), dest=f.name, help=o.help,
+                           action="store_false" if default else "store_true")
+            continue
+        g.add_argument(flag(f.name), dest=f.name, default=[] if o.nargs else default, help=o.help,
+                       type=o.parse or type(default), choices=o.choices, metavar=o.metavar, nargs=o.nargs,
+                       **({"required": True} if o.required and kd else {}))
     return p
 
 
 def parse_args(argv: Optional[Sequence[str]] = None, kd: bool = False, prog: Optional[str] = None) -> TrainConfig:
     """Parse a command line into a checked TrainConfig."""
-    ns = build_parser(kd=kd, prog=prog).parse_args(argv)
-    values = vars(ns)
-    values["model_kwargs"] = _parse_kwargs(values["model_kwargs"])
-    if values.get("clip_grad") == 0:
-        values["clip_grad"] = None
+    values = vars(build_parser(kd=kd, prog=prog).parse_args(argv))
+    for f in dataclasses.fields(TrainConfig):
+        after = f.metadata["opt"].after
+        if after is not None and f.name in values:
+            values[f.name] = after(values[f.name])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
 
 
-def _check(ok: bool, message: str) -> None:
+def _require(ok: bool, message: str) -> None:
     if not ok:
         raise UsageError(message)
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Range checks that need no data or model: fail in a second, not after an epoch."""
-    _check(cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}")
-    _check(cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}")
-    _check(cfg.eval_batch_size is None or cfg.eval_batch_size >= 1,
-           f"--eval-batch-size must be at least 1, got {cfg.eval_batch_size}")
-    _check(cfg.lr > 0 and cfg.lr < 10, f"--lr must be in (0, 10), got {cfg.lr}")
-    _check(cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}")
-    _check(cfg.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}")
-    _check(0 <= cfg.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {cfg.min_lr_ratio}")
-    _check(0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    _check(cfg.clip_grad is None or cfg.clip_grad > 0, f"--clip-grad must be > 0 (or 0 for off), got {cfg.clip_grad}")
-    _check(cfg.grad_accum >= 1, f"--grad-accum must be at least 1, got {cfg.grad_accum}")
-    _check(cfg.random_crop >= 0, f"--random-crop must be >= 0 pixels, got {cfg.random_crop}")
-    _check(cfg.img_size is None or cfg.img_size >= 8, f"--img-size must be at least 8, got {cfg.img_size}")
-    _check(cfg.eval_every >= 0, f"--eval-every must be >= 0, got {cfg.eval_every}")
-    _check(cfg.log_every >= 0, f"--log-every must be >= 0, got {cfg.log_every}")
-    for name in ("samples_per_class", "eval_samples_per_class"):
-        value = getattr(cfg, name)
-        _check(value is None or value >= 1, f"--{name.replace('_', '-')} must be at least 1 (or 'all'), got {value}")
-    _check(not (cfg.pretrained and cfg.pretrained_file),
-           "--pretrained and --pretrained-file exclude each other: pick the hub weights or the local file")
-    _check(0 <= cfg.kd_alpha <= 1, f"--kd-alpha must be in [0, 1], got {cfg.kd_alpha}")
-    _check(cfg.kd_temperature > 0, f"--kd-temperature must be > 0, got {cfg.kd_temperature}")
-    _check(not (cfg.teacher_cache and cfg.random_crop),
-           "--teacher-cache needs a finite set of views (flip / no flip): drop --random-crop or --teacher-cache")
-    _check(cfg.checkpoint_every in (None, "epoch") or (str(cfg.checkpoint_every).isdigit()
-                                                     and int(cfg.checkpoint_every) >= 1),
-           f"--checkpoint-every must be a positive step count or 'epoch', got {cfg.checkpoint_every}")
-    _check(cfg.keep_checkpoints >= 1, f"--keep-checkpoints must be at least 1, got {cfg.keep_checkpoints}")
-    _check(not os.path.isfile(cfg.output_dir),
-           f"--output-dir {cfg.output_dir} is a file: pass a folder path")
+    """Each field's range, then the rules between fields: fail in a second, not after an epoch."""
+    for f in dataclasses.fields(cfg):
+        o: Opt = f.metadata["opt"]
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        if o.choices is not None:
+            _require(value in o.choices, f"{flag(f.name)} must be one of {list(o.choices)}, got {value!r}")
+        if o.check is not None:
+            _require(o.check(value), f"{flag(f.name)} must be {o.rule}, got {value}")
+    _require(not (cfg.pretrained and cfg.pretrained_file),
+             "--pretrained and --pretrained-file exclude each other: pick the hub weights or the local file")
+    _require(not (cfg.teacher_cache and cfg.random_crop),
+             "--teacher-cache needs a finite set of views (flip / no flip): drop --random-crop or --teacher-cache")
+    _require(not os.path.isfile(cfg.output_dir), f"--output-dir {cfg.output_dir} is a file: pass a folder path")

@@ -7,8 +7,11 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import datasets
 import numpy as np
 import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from .errors import UsageError
 
@@ -40,10 +43,8 @@ class DataBundle:
     fingerprint: str
 
 
-def open_dataset(name: str, config: Optional[str] = None):
+def open_dataset(name: str, config: Optional[str] = None) -> datasets.DatasetDict | datasets.Dataset:
     """Open a hub id, a local folder readable by load_dataset, or a save_to_disk folder."""
-    import datasets
-
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
@@ -74,10 +75,8 @@ def _first_line(err: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-def get_split(dsdict, split: str, flag: str):
+def get_split(dsdict: datasets.DatasetDict | datasets.Dataset, split: str, flag: str) -> datasets.Dataset:
     """One split of a DatasetDict (or the Dataset itself when it has no splits)."""
-    import datasets
-
     if isinstance(dsdict, datasets.Dataset):
         return dsdict
     if split not in dsdict:
@@ -85,10 +84,9 @@ def get_split(dsdict, split: str, flag: str):
     return dsdict[split]
 
 
-def find_columns(features, image_column: Optional[str] = None, label_column: Optional[str] = None) -> tuple[str, str]:
+def find_columns(features: datasets.Features, image_column: Optional[str] = None,
+                 label_column: Optional[str] = None) -> tuple[str, str]:
     """The image and label columns: given ones checked, missing ones found by feature type."""
-    import datasets
-
     names = list(features)
     for flag, col in (("--image-column", image_column), ("--label-column", label_column)):
         if col is not None and col not in features:
@@ -109,13 +107,15 @@ def find_columns(features, image_column: Optional[str] = None, label_column: Opt
     if not isinstance(features[image_column], datasets.Image):
         raise UsageError(f"column '{image_column}' holds {type(features[image_column]).__name__}, not images: "
                          f"pass --image-column with one of {names}")
+    label = features[label_column]
+    if not (isinstance(label, datasets.ClassLabel) or (isinstance(label, datasets.Value) and "int" in label.dtype)):
+        raise UsageError(f"column '{label_column}' holds {type(label).__name__}, not class labels: "
+                         f"pass --label-column with one of {names}")
     return image_column, label_column
 
 
-def class_names(features, label_column: str, labels: np.ndarray) -> list[str]:
+def class_names(features: datasets.Features, label_column: str, labels: np.ndarray) -> list[str]:
     """Class names from the ClassLabel feature, or the label values as strings."""
-    import datasets
-
     feature = features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
@@ -140,11 +140,9 @@ def select_per_class(labels: np.ndarray, per_class: Optional[int], seed: int, na
     return np.sort(np.concatenate(chosen))
 
 
-def decode_images(ds, image_column: str, indices: np.ndarray, size: Optional[int] = None,
+def decode_images(ds: datasets.Dataset, image_column: str, indices: np.ndarray, size: Optional[int] = None,
                   chunk: int = 1000) -> torch.Tensor:
     """Decode the chosen rows once into uint8 [N, 3, H, W]; images of mixed sizes are resized to `size`."""
-    from PIL import Image
-
     subset = ds.select(indices.tolist())
     arrays: list[np.ndarray] = []
     for batch in subset.iter(batch_size=chunk):
@@ -170,11 +168,9 @@ def selection_key(fingerprint: str, split: str, image_column: str, indices: np.n
     return key.hexdigest()[:20]
 
 
-def decode_cached(ds, split: str, image_column: str, indices: np.ndarray, size: Optional[int],
+def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: np.ndarray, size: Optional[int],
                   cache_dir: Optional[str]) -> torch.Tensor:
     """decode_images, cached on disk by dataset fingerprint and selection (None: no cache)."""
-    from safetensors.torch import load_file, save_file
-
     if cache_dir is None:
         return decode_images(ds, image_column, indices, size)
     path = os.path.join(cache_dir, f"{split}-{selection_key(ds._fingerprint, split, image_column, indices, size)}"
@@ -195,7 +191,7 @@ def decode_cached(ds, split: str, image_column: str, indices: np.ndarray, size: 
     return images
 
 
-def _labels_of(ds, column: str) -> np.ndarray:
+def _labels_of(ds: datasets.Dataset, column: str) -> np.ndarray:
     return np.asarray(ds[column], dtype=np.int64)
 
 

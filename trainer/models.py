@@ -5,18 +5,17 @@ import difflib
 import os
 from typing import Optional
 
+import timm
 import torch
 from torch import nn
 
 from .augment import View
-from .checkpoint import read_run_config, read_weight_shapes, resolve_run
 from .errors import UsageError
+from .run_folder import read_run_config, read_weight_shapes, resolve_run
 
 
 def check_model_name(name: str) -> None:
     """UsageError with close matches when timm does not know the name."""
-    import timm
-
     if timm.is_model(name):
         return
     arch = name.split(".")[0]
@@ -29,6 +28,16 @@ def _linear(in_features: int, out_features: int) -> str:
     return f"Linear({in_features}->{out_features})"
 
 
+def _rejected(name: str, err: TypeError, kwargs: dict) -> UsageError:
+    """The flag to blame when timm's constructor refuses a keyword: --img-size or --model-kwargs."""
+    bad = str(err).rsplit("'", 2)[-2] if str(err).count("'") >= 2 else ""
+    if bad == "img_size":
+        return UsageError(f"timm model '{name}' takes no input size: leave out --img-size (it sets the input size of "
+                          "models built for one, such as ViTs; images are resized to the model's own size anyway)")
+    given = {k: v for k, v in kwargs.items() if k != "img_size"}
+    return UsageError(f"timm model '{name}' rejects --model-kwargs {given} ({err}): check the names")
+
+
 def _head_in_features(model: nn.Module) -> int:
     head = model.get_classifier()
     return int(getattr(head, "in_features", getattr(model, "num_features", 0)))
@@ -37,8 +46,6 @@ def _head_in_features(model: nn.Module) -> int:
 def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None, model_kwargs: Optional[dict] = None,
                  pretrained: bool = False, pretrained_file: Optional[str] = None) -> tuple[nn.Module, str]:
     """Build a timm model with a `num_classes` head; returns it and a one-line note on the head."""
-    import timm
-
     check_model_name(name)
     kwargs = dict(model_kwargs or {})
     if img_size is not None:
@@ -48,7 +55,7 @@ def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None,
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except TypeError as err:
-        raise UsageError(f"timm model '{name}' rejects --model-kwargs {model_kwargs} ({err}): check the names") from None
+        raise _rejected(name, err, kwargs) from None
     except Exception as err:
         if not pretrained:
             raise
@@ -66,15 +73,13 @@ def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None,
 
 
 def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn.Module, str]:
-    import timm
-
     shapes = read_weight_shapes(path, "--pretrained-file")
     try:
         # Only the parameter names are needed: build on the meta device, allocating and initialising nothing.
         with torch.device("meta"):
             probe = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     except TypeError as err:
-        raise UsageError(f"timm model '{name}' rejects --model-kwargs ({err}): check the names") from None
+        raise _rejected(name, err, kwargs) from None
     classifier = probe.pretrained_cfg.get("classifier", "head")
     classifier = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
     wanted = [k for k in probe.state_dict() if not k.startswith(f"{classifier}.")]
@@ -101,8 +106,6 @@ def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn
 
 def input_view(model: nn.Module, img_size: Optional[int] = None) -> View:
     """The input the model expects: size, interpolation, mean and std from timm's data config."""
-    import timm
-
     dc = timm.data.resolve_data_config({}, model=model)
     size = img_size
     if size is None:
@@ -119,8 +122,6 @@ def run_view(config: dict) -> View:
 
 def load_run(path: str, what: str = "checkpoint") -> tuple[nn.Module, dict]:
     """Rebuild a train_cls.py model from its run folder through timm, in eval mode on the CPU."""
-    import timm
-
     weights, config_path = resolve_run(path, what)
     cfg = read_run_config(config_path, what)
     read_weight_shapes(weights, what)  # a truncated file fails here, with a clear line

@@ -1,11 +1,14 @@
-"""Resumable training state: accelerate's save_state plus the loop's own position, written atomically."""
+"""Resumable checkpoints (OUTPUT_DIR/checkpoints/step-N): accelerate's save_state plus the loop's state, written
+atomically; finding one and checking that it belongs to these arguments. A finished run's files are run_folder.py's."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import shutil
-from typing import Optional
+from typing import Any
+
+from accelerate import Accelerator
 
 from .config import TrainConfig
 from .errors import UsageError
@@ -32,7 +35,7 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(root, name) for _, name in sorted(found)]
 
 
-def save_checkpoint(accelerator, cfg: TrainConfig, state: dict) -> Optional[str]:
+def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str, Any]) -> str:
     """Write checkpoints/step-N/ (temporary name, then rename) and keep the newest cfg.keep_checkpoints."""
     root = checkpoints_dir(cfg.output_dir)
     final = os.path.join(root, f"step-{state['step']}")
@@ -68,7 +71,7 @@ def find_checkpoint(resume_from: str, output_dir: str) -> str:
     return resume_from
 
 
-def _trajectory_args(cfg: TrainConfig) -> dict:
+def _trajectory_args(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_ARGS}
 
 
@@ -87,9 +90,9 @@ def check_resumable(cfg: TrainConfig) -> str:
     return folder
 
 
-def load_checkpoint(accelerator, resume_from: str, cfg: TrainConfig) -> dict:
+def load_checkpoint(accelerator: Accelerator, cfg: TrainConfig) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states; return the loop's position."""
-    folder = find_checkpoint(resume_from, cfg.output_dir)
+    folder = find_checkpoint(str(cfg.resume_from), cfg.output_dir)
     with open(os.path.join(folder, STATE_FILE)) as f:
         state = json.load(f)
     accelerator.load_state(folder)

@@ -1,14 +1,19 @@
-"""Run folders on disk: atomic writes, timm-loadable safetensors, config.json, checks on foreign files."""
+"""What a finished run leaves in its folder (model.safetensors, config.json, summary.json, ...): writing it
+atomically, finding and checking it again. Resumable training state is resume.py's."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from .augment import View
+from .config import TrainConfig
 from .errors import UsageError
 
 MODEL_FILE = "model.safetensors"
@@ -19,7 +24,7 @@ EVAL_FILE = "eval_predictions.safetensors"
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, EVAL_FILE)
 
 
-def atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call write(tmp_path) and rename onto path, so a reader never sees half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -45,10 +50,8 @@ def write_json(path: str, obj: Any) -> None:
     atomic_write(path, _write)
 
 
-def save_state_dict(state_dict: dict, path: str) -> None:
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: str) -> None:
     """Save a plain timm state dict (contiguous CPU tensors) as safetensors, atomically."""
-    from safetensors.torch import save_file
-
     # torch.compile prefixes keys with _orig_mod.; timm expects the plain names.
     state = {k.removeprefix("_orig_mod."): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -63,42 +66,11 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def eval_key(weights_digest: str, split_key: str, view, accelerator) -> str:
-    """What an evaluation's predictions depend on: weights, images, input view, precision and device type."""
-    parts = [weights_digest, split_key, repr(view), accelerator.mixed_precision, accelerator.device.type]
-    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
-
-
-def save_eval_predictions(folder: str, preds: torch.Tensor, top1: float, key: str) -> None:
-    """The run's final eval predictions, so that a student distilled from it need not evaluate it again."""
-    from safetensors.torch import save_file
-
-    tensors = {"preds": preds.detach().to("cpu", torch.int64).contiguous()}
-    atomic_write(os.path.join(folder, EVAL_FILE),
-                 lambda tmp: save_file(tensors, tmp, metadata={"key": key, "top1": repr(float(top1))}))
-
-
-def load_eval_predictions(folder: str, key: str) -> Optional[tuple[torch.Tensor, float]]:
-    """(preds, top1) saved under this key, or None: absent, stale or damaged files mean evaluating again."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(os.path.join(folder, EVAL_FILE), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("key") != key:
-                return None
-            return f.get_tensor("preds"), float(meta["top1"])
-    except Exception:
-        return None
-
-
 def read_weight_shapes(path: str, what: str = "checkpoint") -> dict[str, tuple[int, ...]]:
     """Names and shapes of the tensors in a .safetensors/.pth file; UsageError when it can't be read."""
     if not os.path.isfile(path):
         raise UsageError(f"{what} {path} does not exist: check the path")
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
         try:
             with safe_open(path, framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -142,7 +114,7 @@ def resolve_run(path: str, what: str = "checkpoint") -> tuple[str, str]:
     return weights, config
 
 
-def read_run_config(config_path: str, what: str = "checkpoint") -> dict:
+def read_run_config(config_path: str, what: str = "checkpoint") -> dict[str, Any]:
     """config.json of a run, checked for the keys a rebuild needs."""
     try:
         with open(config_path) as f:
@@ -162,3 +134,10 @@ def output_dir_in_use(output_dir: str) -> Optional[str]:
         if os.path.exists(os.path.join(output_dir, name)):
             return name
     return None
+
+
+def run_config(cfg: TrainConfig, label_names: list[str], view: View, extra: dict[str, Any]) -> dict[str, Any]:
+    """config.json: what timm needs to rebuild the model, and the arguments that trained it."""
+    return {"architecture": cfg.model, "num_classes": len(label_names), "label_names": label_names,
+            "model_kwargs": cfg.model_kwargs, "img_size": view.size, "mean": list(view.mean), "std": list(view.std),
+            "interpolation": view.interpolation, "training_args": cfg.to_dict(), **extra}

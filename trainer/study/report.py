@@ -1,6 +1,6 @@
 """The study's report: one table, two plots and observations computed from the runs' own files.
 
-    python -m trainer.report runs/demo      # rewrite runs/demo/report.md, curves.png, tradeoff.png
+    python -m trainer.study.report runs/demo      # rewrite runs/demo/report.md, curves.png, tradeoff.png
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Optional
 
-from .errors import UsageError, exit_on_usage_error
-from .metrics import read_jsonl
+from ..errors import UsageError, exit_on_usage_error
+from ..metrics import read_jsonl
 
 TITLES = {
     "part1_base_scratch": "1. ViT-B from scratch",
@@ -202,7 +202,7 @@ def main(argv: Optional[list[str]] = None) -> str:
     """Rewrite the report of a study folder."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        raise UsageError("usage: python -m trainer.report STUDY_DIR")
+        raise UsageError("usage: python -m trainer.study.report STUDY_DIR")
     if not os.path.isfile(os.path.join(args[0], "study.json")):
         raise UsageError(f"{args[0]} holds no study.json: pass a folder written by python -m trainer.study")
     path = write_report(args[0])

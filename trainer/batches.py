@@ -1,0 +1,111 @@
+"""The epoch plan (order and augmentation draws, a pure function of seed and epoch) and this process's
+micro-batches of it: which rows, which flips and crops, and where the optimizer steps."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+from accelerate import Accelerator
+
+from .augment import View, augment
+from .config import TrainConfig
+from .data import SplitData
+
+
+@dataclass
+class EpochPlan:
+    """One epoch's sample order and per-position augmentation, a pure function of (seed, epoch)."""
+
+    order: torch.Tensor  # [N] int64, dataset positions in visiting order
+    flip: Optional[torch.Tensor]  # [N] bool, per visiting position
+    crop: Optional[torch.Tensor]  # [N, 2] int64 (dy, dx) offsets into the padded image
+
+
+def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int) -> EpochPlan:
+    """Draw the epoch's order, flips and crop offsets from a generator seeded by (seed, epoch)."""
+    # A fresh generator per epoch makes a resumed run replay exactly the stream a run left alone would see.
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g)
+    flips = torch.rand(n, generator=g) < 0.5 if flip else None
+    crop = torch.randint(0, 2 * crop_pad + 1, (n, 2), generator=g) if crop_pad else None
+    return EpochPlan(order, flips, crop)
+
+
+def padded_positions(n: int, world: int) -> torch.Tensor:
+    """Positions 0..n-1, then the first ones again until every process has as many (n a multiple of world)."""
+    extra = (-n) % world
+    positions = torch.arange(n)
+    return torch.cat([positions, positions[:extra]]) if extra else positions
+
+
+def epoch_slices(n: int, batch_size: int, world: int, rank: int) -> list[tuple[int, int]]:
+    """[lo, hi) of this process in every global batch of one epoch, over the padded order."""
+    padded = math.ceil(n / world) * world
+    out, global_bs = [], batch_size * world
+    for start in range(0, padded, global_bs):
+        size = min(global_bs, padded - start) // world
+        out.append((start + rank * size, start + (rank + 1) * size))
+    return out
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
+    """Optimizer steps in one epoch."""
+    return math.ceil(len(epoch_slices(n, cfg.batch_size, world, 0)) / cfg.grad_accum)
+
+
+@dataclass
+class Batch:
+    """One micro-batch as a task sees it."""
+
+    images: torch.Tensor  # uint8 [B,3,H,W] on the device, before augmentation
+    labels: torch.Tensor
+    index: torch.Tensor  # rows of the train split, for per-image caches
+    flip: Optional[torch.Tensor]
+    crop: Optional[torch.Tensor]
+    crop_pad: int
+    inputs: torch.Tensor  # the augmented, normalised view of the run's model
+
+
+@dataclass
+class MicroStep:
+    """A micro-batch and its place in the epoch."""
+
+    index: int  # position in the epoch
+    count: int  # micro-batches in the epoch
+    group: int  # micro-batches in its gradient-accumulation group (the loss is divided by it)
+    sync: bool  # the last of its group: the optimizer steps after it
+    batch: Batch
+
+
+class EpochBatches:
+    """This process's micro-batches of one epoch, in plan order."""
+
+    def __init__(self, split: SplitData, view: View, cfg: TrainConfig, accelerator: Accelerator, epoch: int):
+        n, world, device = len(split), accelerator.num_processes, accelerator.device
+        plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop)
+        padded = padded_positions(n, world)
+        self.order = plan.order[padded].to(device)
+        self.flip = plan.flip[padded].to(device) if plan.flip is not None else None
+        self.crop = plan.crop[padded].to(device) if plan.crop is not None else None
+        self.slices = epoch_slices(n, cfg.batch_size, world, accelerator.process_index)
+        self.split, self.view, self.cfg = split, view, cfg
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def starting_at(self, first: int) -> Iterator[MicroStep]:
+        """Micro-batches from position `first` on (a resumed run starts mid-epoch)."""
+        accum, count = self.cfg.grad_accum, len(self.slices)
+        for micro in range(first, count):
+            lo, hi = self.slices[micro]
+            idx = self.order[lo:hi]
+            flip = self.flip[lo:hi] if self.flip is not None else None
+            crop = self.crop[lo:hi] if self.crop is not None else None
+            images, labels = self.split.images[idx], self.split.labels[idx]
+            inputs = augment(images, self.view, flip, crop, self.cfg.random_crop)
+            group_start = micro - micro % accum
+            group = min(accum, count - group_start)
+            yield MicroStep(micro, count, group, micro == group_start + group - 1,
+                            Batch(images, labels, idx, flip, crop, self.cfg.random_crop, inputs))

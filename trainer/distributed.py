@@ -1,0 +1,90 @@
+"""Processes: the Accelerator, main-process-first, each process's share of the rows, gathering them back."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, TypeVar
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+from .errors import UsageError
+
+T = TypeVar("T")
+
+
+def has_gpu() -> bool:
+    """True when a GPU (CUDA, ROCm, MPS or XPU) is present."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+def _check_tracker(report_to: str) -> None:
+    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    missing = (report_to in available and not available[report_to]) or (
+        report_to == "all" and not any(available.values()))
+    if missing:
+        need = report_to if report_to != "all" else "tensorboard or wandb"
+        raise UsageError(f"--report-to {report_to} needs {need}, which is not installed: pip install "
+                         f"{need.split(' or ')[0]} (or pass --report-to none)")
+
+
+def make_accelerator(mixed_precision: Optional[str] = None, report_to: str = "none",
+                     project_dir: Optional[str] = None) -> Accelerator:
+    """An Accelerator; without a GPU, cpu=True so that torchrun's processes form one gloo group."""
+    _check_tracker(report_to)
+    try:
+        return Accelerator(cpu=not has_gpu(), mixed_precision=mixed_precision,
+                           log_with=None if report_to == "none" else report_to, project_dir=project_dir)
+    except (ValueError, ImportError) as err:
+        raise UsageError(f"accelerate refused the set-up ({str(err).splitlines()[0][:200]}): "
+                         "check --mixed-precision and --report-to for this machine") from None
+
+
+def end_processes() -> None:
+    """Where an entry point ends: every process arrives, then the process group closes (none is left talking)."""
+    state = PartialState()
+    state.wait_for_everyone()
+    state.destroy_process_group()
+
+
+def main_process_first(accelerator: Accelerator, fn: Callable[[], T]) -> T:
+    """Run fn on the main process first (it fills caches), then on the others; bad input stops every process
+    (the others meet the same problem in their own call)."""
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return fn()
+    try:
+        return fn()
+    finally:  # the others must not wait forever when the main process fails
+        accelerator.wait_for_everyone()
+
+
+def shard(n: int, accelerator: Accelerator) -> tuple[int, int]:
+    """[lo, hi) of this process's contiguous share of n rows (the last shares may be short or empty)."""
+    per = math.ceil(n / accelerator.num_processes)
+    rank = accelerator.process_index
+    return min(rank * per, n), min((rank + 1) * per, n)
+
+
+def shard_batches(n: int, batch_size: int, accelerator: Accelerator) -> list[tuple[int, int]]:
+    """This process's share of n rows in [i, j) batches; every process gets the same number of batches
+    (empty ones at the end of a short share), so that a wrapped model's collective calls line up."""
+    lo, hi = shard(n, accelerator)
+    count = math.ceil(math.ceil(n / accelerator.num_processes) / batch_size)
+    return [(min(lo + b * batch_size, hi), min(lo + (b + 1) * batch_size, hi)) for b in range(count)]
+
+
+def gather_shards(local: torch.Tensor, n: int, accelerator: Accelerator) -> torch.Tensor:
+    """Every process's shard() rows, in order: padded to equal length for gather, then trimmed to n."""
+    if accelerator.num_processes == 1:
+        return local
+    per = math.ceil(n / accelerator.num_processes)
+    padded = local.new_zeros((per, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    return accelerator.gather(padded)[:n]
+
+
+def reduce_sum(values: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """The sum over processes (the tensor itself on one process)."""
+    return accelerator.reduce(values, reduction="sum") if accelerator.num_processes > 1 else values

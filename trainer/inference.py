@@ -1,0 +1,124 @@
+"""Inference: evaluate a model on a split, predict logits, and the saved eval predictions of a finished run."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .augment import View, augment, preprocess
+from .data import SplitData
+from .distributed import gather_shards, reduce_sum, shard_batches
+from .metrics import sum_dtype
+from .run_folder import EVAL_FILE, atomic_write, file_digest
+
+
+@dataclass
+class EvalResult:
+    """Loss and top-1 over a whole split; agreement with each reference; the predictions when asked for."""
+
+    loss: float
+    top1: float
+    num_samples: int
+    images_per_s: float
+    agreement: dict[str, float] = field(default_factory=dict)  # reference name -> fraction of equal predictions
+    preds: Optional[torch.Tensor] = None  # [N] predicted class of every image, in split order
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator: Accelerator, batch_size: int,
+             references: Optional[Mapping[str, torch.Tensor]] = None, keep_preds: bool = False) -> EvalResult:
+    """Every sample counted once on any number of processes, through the model as prepared (DDP, FSDP)."""
+    refs = dict(references or {})
+    was_training = model.training
+    model.eval()
+    n, device = len(split), accelerator.device
+    sums = torch.zeros(2 + len(refs), device=device, dtype=sum_dtype(device))  # loss, hits, agreements
+    preds = [torch.empty(0, dtype=torch.long, device=device)]
+    start = time.perf_counter()
+    for i, j in shard_batches(n, batch_size, accelerator):
+        # A process whose share ran out still calls the model (on one row, discarded): FSDP gathers
+        # parameters inside forward, and every process must take part in every gather.
+        rows = slice(i, j) if j > i else slice(0, min(1, n))
+        with accelerator.autocast():
+            logits = model(preprocess(split.images[rows], view)).float()
+        if j == i:
+            continue
+        pred, y = logits.argmax(-1), split.labels[i:j]
+        counts = [F.cross_entropy(logits, y, reduction="sum"), (pred == y).sum()]
+        counts += [(pred == ref[i:j]).sum() for ref in refs.values()]
+        sums += torch.stack(counts).to(sums.dtype)
+        preds.append(pred)
+    total = reduce_sum(sums, accelerator).tolist()
+    model.train(was_training)
+    return EvalResult(loss=total[0] / max(n, 1), top1=total[1] / max(n, 1), num_samples=n,
+                      images_per_s=n / max(time.perf_counter() - start, 1e-9),
+                      agreement={name: total[2 + k] / max(n, 1) for k, name in enumerate(refs)},
+                      preds=gather_shards(torch.cat(preds), n, accelerator) if keep_preds else None)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, view: View, accelerator: Accelerator,
+                   batch_size: int, flip: bool = False, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Logits of every image, or of `rows` only (optionally mirrored), each process doing its share, gathered in order.
+    For a model that is not wrapped (a frozen teacher): processes need not call it equally often."""
+    n = images.shape[0] if rows is None else rows.numel()
+    chunks = [torch.empty(0, model.num_classes, device=images.device)]
+    for i, j in shard_batches(n, batch_size, accelerator):
+        if j == i:
+            continue
+        # Rows are gathered a chunk at a time: a copy of the whole subset would double a 224-px dataset on the GPU.
+        x = images[i:j] if rows is None else images[rows[i:j]]
+        flips = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flip else None
+        with torch.inference_mode(), accelerator.autocast():
+            chunks.append(model(augment(x, view, flips)).float())
+    # cat outside inference mode: the cache is read by steps whose loss autograd must be able to save.
+    return gather_shards(torch.cat(chunks), n, accelerator)
+
+
+def eval_key(weights_digest: str, split_key: str, view: View, accelerator: Accelerator) -> str:
+    """What an evaluation's predictions depend on: weights, images, input view, precision and device type."""
+    parts = [weights_digest, split_key, repr(view), accelerator.mixed_precision, accelerator.device.type]
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
+
+
+def save_eval_predictions(folder: str, preds: torch.Tensor, top1: float, key: str) -> None:
+    """The run's final eval predictions, so that a student distilled from it need not evaluate it again."""
+    tensors = {"preds": preds.detach().to("cpu", torch.int64).contiguous()}
+    atomic_write(os.path.join(folder, EVAL_FILE),
+                 lambda tmp: save_file(tensors, tmp, metadata={"key": key, "top1": repr(float(top1))}))
+
+
+def load_eval_predictions(folder: str, key: str) -> Optional[tuple[torch.Tensor, float]]:
+    """(preds, top1) saved under this key, or None: absent, stale or damaged files mean evaluating again."""
+    try:
+        with safe_open(os.path.join(folder, EVAL_FILE), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
+                return None
+            return f.get_tensor("preds"), float(meta["top1"])
+    except Exception:
+        return None
+
+
+def reference_predictions(model: torch.nn.Module, weights: str, split: SplitData, view: View,
+                          accelerator: Accelerator, batch_size: int, digest: Optional[str] = None
+                          ) -> tuple[torch.Tensor, float, bool]:
+    """(preds, top1, reused) of a saved run on a split: from its run folder when they apply, else evaluated now."""
+    # A run saves its final eval predictions; on the same images, view, precision and device type they are
+    # what evaluating it again would give, so a teacher's once-per-run evaluation pass can be skipped.
+    key = eval_key(digest or file_digest(weights), split.key, view, accelerator)
+    saved = load_eval_predictions(os.path.dirname(weights), key)
+    if saved is not None:
+        return saved[0].to(accelerator.device), saved[1], True
+    res = evaluate(model, split, view, accelerator, batch_size, keep_preds=True)
+    assert res.preds is not None
+    return res.preds, res.top1, False

@@ -1,0 +1,62 @@
+"""A run's ingredients (accelerator, data, model, input view), built and checked before anything is written."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from .augment import View
+from .config import TrainConfig
+from .data import DataBundle, default_cache_dir, load_data
+from .distributed import main_process_first, make_accelerator
+from .errors import UsageError
+from .models import create_model, input_view
+from .resume import check_resumable
+from .run_folder import output_dir_in_use
+
+
+@dataclass
+class Run:
+    """What build_run() makes and the engine trains."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    data: DataBundle
+    model: torch.nn.Module
+    view: View
+    head_note: str  # one line on what happened to the classifier head
+
+
+def _decode_size(cfg: TrainConfig) -> int:
+    if cfg.img_size:
+        return cfg.img_size
+    pcfg = timm.models.get_pretrained_cfg(cfg.model)
+    return int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224
+
+
+def build_run(cfg: TrainConfig) -> Run:
+    """Everything that can fail on bad input, before anything is written to the output folder."""
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.report_to, cfg.output_dir)
+    in_use = output_dir_in_use(cfg.output_dir)
+    if in_use and not (cfg.overwrite or cfg.resume_from):
+        raise UsageError(f"--output-dir {cfg.output_dir} already holds a run ({in_use}): pass --overwrite to replace it, "
+                         "--resume-from latest to continue it, or another folder")
+    if cfg.resume_from:
+        check_resumable(cfg)
+    set_seed(cfg.seed)
+    data = main_process_first(accelerator, lambda: load_data(
+        cfg.dataset, cfg.train_split, cfg.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
+        samples_per_class=cfg.samples_per_class, eval_samples_per_class=cfg.eval_samples_per_class, seed=cfg.seed,
+        size=_decode_size(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config))
+    set_seed(cfg.seed)  # the same initial weights whatever the data step drew
+    model, head_note = main_process_first(accelerator, lambda: create_model(
+        cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
+        pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file))
+    # The decoded dataset lives on the device: a step's host work is one index tensor, nothing per image.
+    for split in (data.train, data.eval):
+        if split is not None:
+            split.images, split.labels = split.images.to(accelerator.device), split.labels.to(accelerator.device)
+    return Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note)
