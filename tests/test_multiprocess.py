@@ -116,3 +116,43 @@ end_processes()
     assert res.returncode == 0, res.stderr[-4000:]
     summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("a", "b")]
     assert [s["processes"] for s in summaries] == [2, 2] and [s["steps"] for s in summaries] == [3, 3]
+
+
+def test_evaluation_keeps_collective_calls_in_step_on_uneven_shards(tmp_path):
+    """FSDP gathers parameters inside forward: every process must call the model equally often, also when the
+    rows do not split evenly (5 images, 2 processes, batches of 2: shares of 3 and 2 rows)."""
+    script = tmp_path / "collective_eval.py"
+    script.write_text("""
+import json
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
+
+from trainer.augment import View
+from trainer.data import SplitData
+from trainer.inference import evaluate
+
+
+class Gathers(torch.nn.Module):
+    # Like an FSDP unit: a collective in every forward.
+    def forward(self, x):
+        calls = torch.ones(1)
+        torch.distributed.all_reduce(calls)
+        return x.mean((2, 3)) * calls / calls
+
+acc = Accelerator(cpu=True, kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=20))])
+images = torch.zeros(5, 3, 4, 4, dtype=torch.uint8)
+images[:, 1] = 255
+split = SplitData(images, torch.tensor([1, 1, 1, 0, 1]), None, "k")
+res = evaluate(Gathers(), split, View(4, (0.5,) * 3, (0.5,) * 3), acc, batch_size=2, keep_preds=True)
+if acc.is_main_process:
+    print(json.dumps({"n": res.num_samples, "top1": res.top1, "preds": res.preds.tolist()}))
+acc.wait_for_everyone()
+torch.distributed.destroy_process_group()
+""")
+    res = torchrun(2, str(script))
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"n": 5, "top1": 0.8, "preds": [1, 1, 1, 1, 1]}

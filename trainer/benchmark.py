@@ -9,7 +9,7 @@ import argparse
 import json
 import time
 from contextlib import nullcontext
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import torch
 
@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .argparsing import OneLineParser, parse_kwargs
 from .augment import View, preprocess
-from .data import default_cache_dir, load_data
+from .data import default_cache_dir, load_eval_split
 from .errors import UsageError, exit_on_usage_error
 from .models import count_params, create_model, input_view, load_run, run_view
 
@@ -69,7 +69,7 @@ def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.d
     """Matmul FLOPs of one training step (forward + backward) per image, for model FLOP utilisation."""
     # torch counts fused attention on CUDA but not its CPU kernel: count timm's explicit-matmul attention
     # instead, so the figure is the same on every device. Norms, softmax and GELU are not counted (MFU convention).
-    fused = [(m, m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")]
+    fused: list[tuple[Any, bool]] = [(m, bool(m.fused_attn)) for m in model.modules() if hasattr(m, "fused_attn")]
     for m, _ in fused:
         m.fused_attn = False
     try:
@@ -93,8 +93,7 @@ def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters
 def end_to_end(model: torch.nn.Module, view: View, dataset: str, device: torch.device, batch_size: int, precision: str,
                split: str = "test", limit: int = 2000) -> float:
     """Images per second through the real eval input pipeline (decoded images -> resize -> model)."""
-    data = load_data(dataset, None, split, eval_samples_per_class=None, cache_dir=default_cache_dir())
-    images = data.eval.images[:limit].to(device)
+    images = load_eval_split(dataset, split, cache_dir=default_cache_dir())[0].images[:limit].to(device)
     autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
                 else nullcontext())
     model = model.to(device).eval()
@@ -160,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         out["device_name"] = torch.cuda.get_device_name(device)
     if args.latency:
         out["cpu_latency_ms_bs1"] = cpu_latency_ms(model, img_size, min(args.warmup, 5), args.iters)
-    timed = torch.compile(model) if args.compile else model
+    timed = cast(torch.nn.Module, torch.compile(model)) if args.compile else model
     out.update(throughput(timed, img_size, args.batch_size, device, args.precision, args.channels_last,
                           args.warmup, args.iters))
     if args.dataset:

@@ -129,12 +129,13 @@ def build_parser(kd: bool = False, prog: Optional[str] = None) -> OneLineParser:
         "Distill a timm ViT student from a trained teacher" if kd else "Train or fine-tune a timm ViT")
         + " on an image-classification dataset, through Hugging Face Accelerate.")
     groups: dict[str, Any] = {}
+    defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         o: Opt = f.metadata["opt"]
         if o.kd_only and not kd:
             continue
         g = groups.get(o.group) or groups.setdefault(o.group, p.add_argument_group(o.group))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = getattr(defaults, f.name)
         if isinstance(default, bool):  # True-by-default switches are turned off with --no-NAME
             g.add_argument(flag(("no_" if default else "") + f.name), dest=f.name, help=o.help,
                            action="store_false" if default else "store_true")

@@ -30,12 +30,16 @@ class SplitData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device) -> None:
+        """Move images and labels to the device (once: a step then only indexes them there)."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+
 
 @dataclass
 class DataBundle:
     """What a run trains and evaluates on."""
 
-    train: Optional[SplitData]  # None when only evaluating
+    train: SplitData
     eval: SplitData
     label_names: list[str]
     image_column: str
@@ -152,7 +156,7 @@ def decode_images(ds: datasets.Dataset, image_column: str, indices: np.ndarray, 
     if len({a.shape for a in arrays}) > 1:
         if size is None:
             raise UsageError("images have different sizes: pass --img-size so they can be resized on decoding")
-        arrays = [np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in arrays]
+        arrays = [np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC)) for a in arrays]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -195,34 +199,60 @@ def _labels_of(ds: datasets.Dataset, column: str) -> np.ndarray:
     return np.asarray(ds[column], dtype=np.int64)
 
 
-def load_data(dataset: str, train_split: Optional[str] = "train", eval_split: str = "test", *,
+@dataclass
+class _Source:
+    """An opened split with its columns and class names found."""
+
+    ds: datasets.Dataset
+    split: str
+    labels: np.ndarray
+    image_column: str
+    label_column: str
+    names: list[str]
+
+    def decoded(self, per_class: Optional[int], seed: int, flag: str, size: Optional[int],
+                cache_dir: Optional[str]) -> SplitData:
+        """Exactly per_class rows of each class (None: all), decoded through the cache."""
+        idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
+        images = decode_cached(self.ds, self.split, self.image_column, idx, size, cache_dir)
+        key = selection_key(self.ds._fingerprint, self.split, self.image_column, idx, size)
+        return SplitData(images, torch.from_numpy(self.labels[idx]), idx, key)
+
+
+def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: Optional[str],
+                 label_column: Optional[str], config: Optional[str]) -> list[_Source]:
+    """Open each (split, flag), find the columns on the first and check the others against it."""
+    dsdict = open_dataset(dataset, config)
+    found = [get_split(dsdict, split, flag) for split, flag in splits]
+    img_col, lbl_col = find_columns(found[0].features, image_column, label_column)
+    labels = [_labels_of(ds, lbl_col) for ds in found]
+    names = class_names(found[0].features, lbl_col, labels[0])
+    for ds, (split, _), y in zip(found[1:], splits[1:], labels[1:], strict=True):
+        find_columns(ds.features, img_col, lbl_col)
+        if y.size and (y.min() < 0 or y.max() >= len(names)):
+            raise UsageError(f"split '{split}' has labels outside 0..{len(names) - 1}: check --label-column")
+    return [_Source(ds, split, y, img_col, lbl_col, names) for ds, (split, _), y in zip(found, splits, labels,
+                                                                                      strict=True)]
+
+
+def load_data(dataset: str, train_split: str = "train", eval_split: str = "test", *,
               image_column: Optional[str] = None, label_column: Optional[str] = None,
               samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
               seed: int = 0, size: Optional[int] = None, cache_dir: Optional[str] = None,
               dataset_config: Optional[str] = None) -> DataBundle:
-    """Open the dataset, check it, choose the rows, and decode both splits (train_split None: eval only)."""
-    dsdict = open_dataset(dataset, dataset_config)
-    eval_ds = get_split(dsdict, eval_split, "--eval-split")
-    train_ds = get_split(dsdict, train_split, "--train-split") if train_split is not None else eval_ds
-    img_col, lbl_col = find_columns(train_ds.features, image_column, label_column)
-    find_columns(eval_ds.features, img_col, lbl_col)
-    train_labels = _labels_of(train_ds, lbl_col)
-    eval_labels = _labels_of(eval_ds, lbl_col)
-    names = class_names(train_ds.features, lbl_col, train_labels)
-    if eval_labels.size and (eval_labels.min() < 0 or eval_labels.max() >= len(names)):
-        raise UsageError(f"split '{eval_split}' has labels outside 0..{len(names) - 1}: check --label-column")
-    train_idx = (select_per_class(train_labels, samples_per_class, seed, names, train_split, "--samples-per-class")
-                 if train_split is not None else None)
+    """Open the dataset, check it, choose the rows, and decode both splits."""
+    train, test = _open_splits(dataset, [(train_split, "--train-split"), (eval_split, "--eval-split")], image_column,
+                               label_column, dataset_config)
     # The eval selection uses a different stream from the train one, so that the two never line up by accident.
-    eval_idx = select_per_class(eval_labels, eval_samples_per_class, seed + 1, names, eval_split,
-                                "--eval-samples-per-class")
-    splits: list[Optional[SplitData]] = []
-    for ds, split, idx, labels in ((train_ds, train_split, train_idx, train_labels),
-                                   (eval_ds, eval_split, eval_idx, eval_labels)):
-        if idx is None:
-            splits.append(None)
-            continue
-        images = decode_cached(ds, split, img_col, idx, size, cache_dir)
-        key = selection_key(ds._fingerprint, split, img_col, idx, size)
-        splits.append(SplitData(images, torch.from_numpy(labels[idx]), idx, key))
-    return DataBundle(splits[0], splits[1], names, img_col, lbl_col, train_ds._fingerprint)
+    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", size, cache_dir),
+                      test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size, cache_dir),
+                      train.names, train.image_column, train.label_column, train.ds._fingerprint)
+
+
+def load_eval_split(dataset: str, eval_split: str = "test", *, image_column: Optional[str] = None,
+                    label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = None, seed: int = 0,
+                    size: Optional[int] = None, cache_dir: Optional[str] = None,
+                    dataset_config: Optional[str] = None) -> tuple[SplitData, list[str]]:
+    """One split to evaluate on, chosen as load_data chooses its eval split, and the class names."""
+    (source,) = _open_splits(dataset, [(eval_split, "--eval-split")], image_column, label_column, dataset_config)
+    return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size, cache_dir), source.names

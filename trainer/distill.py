@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .errors import UsageError
 from .inference import EvalResult, predict_logits, reference_predictions
 from .metrics import RunLog
-from .models import load_run, run_view
+from .models import load_run, num_classes, run_view
 from .run import Run
 from .run_folder import file_digest, resolve_run
 from .tasks import Classification, StepOutput
@@ -104,7 +104,7 @@ class Distillation(Classification):
         used = visited_views(images.shape[0], self.cfg)
         # Short runs do not visit both views of every image: at 1 epoch the cache costs one pass, not two,
         # so it never does more teacher forwards than the online teacher. NaN makes a wrong lookup loud.
-        cache = torch.full((*used.shape, self.teacher.num_classes), float("nan"), device=images.device)
+        cache = torch.full((*used.shape, num_classes(self.teacher)), float("nan"), device=images.device)
         for v in range(used.shape[1]):
             rows = used[:, v].nonzero().squeeze(1).to(images.device)
             if rows.numel():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -46,7 +46,7 @@ def fit(run: Run, task: Task) -> dict[str, Any]:
     cfg, state = run.cfg, t.state
     t.model.train()
     for epoch in range(state.epoch, cfg.epochs):
-        batches = EpochBatches(run.data.train, run.view, cfg, run.accelerator, epoch)  # type: ignore[arg-type]
+        batches = EpochBatches(run.data.train, run.view, cfg, run.accelerator, epoch)
         if state.micro == 0:
             state.new_epoch()
         bar = tqdm(total=len(batches), initial=state.micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -78,8 +78,8 @@ def start(run: Run, task: Task) -> Training:
     """Prepare model and optimizer, restore a checkpoint if asked, open the log."""
     cfg, acc = run.cfg, run.accelerator
     num_params = count_params(run.model)
-    model = torch.compile(run.model) if cfg.compile else run.model
-    n_steps = steps_per_epoch(len(run.data.train), cfg, acc.num_processes)  # type: ignore[arg-type]
+    model = cast(torch.nn.Module, torch.compile(run.model)) if cfg.compile else run.model
+    n_steps = steps_per_epoch(len(run.data.train), cfg, acc.num_processes)
     optimizer, scheduler = build_optimizer(model, cfg, n_steps, acc.device)
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)
@@ -97,7 +97,7 @@ def start(run: Run, task: Task) -> Training:
         acc.init_trackers("vit-trainer", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                  for k, v in cfg.to_dict().items()})
     log.print(f"model {cfg.model}: {num_params / 1e6:.2f}M params, {run.head_note}; "
-              f"{len(run.data.train)} train / {len(run.data.eval)} eval images, "  # type: ignore[arg-type]
+              f"{len(run.data.train)} train / {len(run.data.eval)} eval images, "
               f"{acc.num_processes} process(es) on {acc.device.type}, mixed precision {acc.mixed_precision}")
     if not cfg.resume_from:
         task.on_start(log)
@@ -138,7 +138,7 @@ def log_and_evaluate(t: Training, at: float, end_of_epoch: bool, bar: tqdm) -> N
     images_per_s = train.count / max(state.clock.read() - state.epoch_start_s, 1e-9)
     t.log.event("train", at, state.step, loss=train.loss, top1=train.top1,
                 **{f"loss_{k}": v for k, v in train.parts.items()}, images_per_s=images_per_s,
-                lr=t.scheduler.get_last_lr()[0])
+                lr=float(t.scheduler.get_last_lr()[0]))
     bar.set_postfix(loss=f"{train.loss:.3f}", top1=f"{train.top1:.3f}")
     if not eval_due:
         return
@@ -185,10 +185,10 @@ def finish(t: Training) -> dict[str, Any]:
         "model": cfg.model, "pretrained": bool(cfg.pretrained or cfg.pretrained_file),
         "init": f"file:{cfg.pretrained_file}" if cfg.pretrained_file else ("hub" if cfg.pretrained else "scratch"),
         "num_params": t.num_params, "epochs": cfg.epochs, "steps": state.step,
-        "num_train": len(run.data.train), "num_eval": len(run.data.eval),  # type: ignore[arg-type]
+        "num_train": len(run.data.train), "num_eval": len(run.data.eval),
         "processes": acc.num_processes, "device": acc.device.type, "mixed_precision": acc.mixed_precision,
         "train_time_s": round(train_time, 3),
-        "train_images_per_s": len(run.data.train) * cfg.epochs / max(train_time, 1e-9),  # type: ignore[arg-type]
+        "train_images_per_s": len(run.data.train) * cfg.epochs / max(train_time, 1e-9),
         "best_eval_top1": state.best_eval_top1,
         "final": {"train_loss": final_train.loss, "train_top1": final_train.top1, "eval_loss": final_eval.loss,
                   "eval_top1": final_eval.top1, **{f"train_loss_{k}": v for k, v in final_train.parts.items()}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ def exit_on_usage_error(fn: Callable[..., T]) -> Callable[..., T]:
     """Wrap a CLI entry point so that a UsageError prints one line and exits with code 2."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> T:
         quiet_libraries()
         try:
             return fn(*args, **kwargs)

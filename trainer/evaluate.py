@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from typing import Any, Optional, Sequence
 
+import torch
 from accelerate import PartialState
 
 from .argparsing import OneLineParser, count_or_all
-from .data import default_cache_dir, load_data
+from .data import default_cache_dir, load_eval_split
 from .distributed import end_processes, make_accelerator
 from .errors import UsageError, exit_on_usage_error
 from .inference import evaluate, reference_predictions
@@ -49,20 +50,18 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: Optional[str] = None, datas
     other = load_run(compare_with, "--compare-with") if compare_with else None
     acc = make_accelerator(mixed_precision)
     split_name = eval_split or targs.get("eval_split", "test")
-    data = load_data(dataset or targs.get("dataset", "uoft-cs/cifar10"), None, split_name,
-                     image_column=image_column or targs.get("image_column"),
-                     label_column=label_column or targs.get("label_column"),
-                     eval_samples_per_class=eval_samples_per_class if eval_samples_per_class is not None
-                     else targs.get("eval_samples_per_class"),
-                     seed=seed if seed is not None else targs.get("seed", 0), size=cfg.get("img_size"),
-                     cache_dir=cache_dir or default_cache_dir(),
-                     dataset_config=dataset_config or targs.get("dataset_config"))
-    if len(data.label_names) != cfg["num_classes"]:
+    split, names = load_eval_split(
+        dataset or targs.get("dataset", "uoft-cs/cifar10"), split_name,
+        image_column=image_column or targs.get("image_column"), label_column=label_column or targs.get("label_column"),
+        eval_samples_per_class=eval_samples_per_class if eval_samples_per_class is not None
+        else targs.get("eval_samples_per_class"), seed=seed if seed is not None else targs.get("seed", 0),
+        size=cfg.get("img_size"), cache_dir=cache_dir or default_cache_dir(),
+        dataset_config=dataset_config or targs.get("dataset_config"))
+    if len(names) != cfg["num_classes"]:
         raise UsageError(f"--checkpoint predicts {cfg['num_classes']} classes, the dataset has "
-                         f"{len(data.label_names)}: evaluate on the dataset the run was trained on")
-    split = data.eval
-    split.images, split.labels = split.images.to(acc.device), split.labels.to(acc.device)
-    references = {}
+                         f"{len(names)}: evaluate on the dataset the run was trained on")
+    split.to(acc.device)
+    references: dict[str, torch.Tensor] = {}
     if other is not None:
         other_model, other_cfg = other
         if other_cfg["num_classes"] != cfg["num_classes"]:

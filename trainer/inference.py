@@ -18,6 +18,7 @@ from .augment import View, augment, preprocess
 from .data import SplitData
 from .distributed import gather_shards, reduce_sum, shard_batches
 from .metrics import sum_dtype
+from .models import num_classes
 from .run_folder import EVAL_FILE, atomic_write, file_digest
 
 
@@ -71,7 +72,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, view: View, acc
     """Logits of every image, or of `rows` only (optionally mirrored), each process doing its share, gathered in order.
     For a model that is not wrapped (a frozen teacher): processes need not call it equally often."""
     n = images.shape[0] if rows is None else rows.numel()
-    chunks = [torch.empty(0, model.num_classes, device=images.device)]
+    chunks = [torch.empty(0, num_classes(model), device=images.device)]
     for i, j in shard_batches(n, batch_size, accelerator):
         if j == i:
             continue

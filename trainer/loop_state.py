@@ -17,7 +17,8 @@ class Stopwatch:
     """Wall time that can be paused (for evaluation) and resumed from a saved value."""
 
     def __init__(self, elapsed: float = 0.0):
-        self.elapsed, self._since = elapsed, None
+        self.elapsed = elapsed
+        self._since: Optional[float] = None
 
     def start(self) -> None:
         """Start (or keep) running."""
@@ -59,7 +60,7 @@ class LoopState:
     best_eval_top1: Optional[float] = None
     epoch_start_s: float = 0.0  # the clock when this epoch began: its images/s
     task_key: Optional[str] = None  # what the task needs to be the same on resume
-    nonfinite_at: Optional[torch.Tensor] = None  # first step with a non-finite loss, on the device (-1: none)
+    nonfinite_at: torch.Tensor = field(init=False)  # first step with a non-finite loss, on the device (-1: none)
 
     def __post_init__(self) -> None:
         self.nonfinite_at = torch.full((), -1, dtype=torch.long, device=self.meter.sums.device)
@@ -78,7 +79,7 @@ class LoopState:
 
     def check_finite(self, output_dir: str) -> None:
         """Stop the run, naming the step, once a loss has been non-finite."""
-        at = int(self.nonfinite_at) if self.nonfinite_at is not None else -1
+        at = int(self.nonfinite_at)
         if at >= 0:
             raise UsageError(f"the loss became non-finite at step {at}: lower --lr, raise --warmup-epochs or use "
                              f"--mixed-precision bf16; the last good checkpoint (if any) is kept under "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import timm
 import torch
@@ -38,8 +38,18 @@ def _rejected(name: str, err: TypeError, kwargs: dict) -> UsageError:
     return UsageError(f"timm model '{name}' rejects --model-kwargs {given} ({err}): check the names")
 
 
+def _timm(model: nn.Module) -> Any:
+    """A timm model's own API (get_classifier, pretrained_cfg, num_classes), which nn.Module's types do not know."""
+    return model
+
+
+def num_classes(model: nn.Module) -> int:
+    """The size of a timm classifier's output."""
+    return int(_timm(model).num_classes)
+
+
 def _head_in_features(model: nn.Module) -> int:
-    head = model.get_classifier()
+    head = _timm(model).get_classifier()
     return int(getattr(head, "in_features", getattr(model, "num_features", 0)))
 
 
@@ -64,7 +74,7 @@ def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None,
                          "download the weights elsewhere and pass --pretrained-file FILE") from None
     width = _head_in_features(model)
     if pretrained:
-        source = int(model.pretrained_cfg.get("num_classes", num_classes))
+        source = int(_timm(model).pretrained_cfg.get("num_classes", num_classes))
         note = (f"head: {_linear(width, source)} replaced by {_linear(width, num_classes)}" if source != num_classes
                 else f"head: {_linear(width, source)} kept from the pretrained weights")
     else:
@@ -80,7 +90,7 @@ def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn
             probe = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     except TypeError as err:
         raise _rejected(name, err, kwargs) from None
-    classifier = probe.pretrained_cfg.get("classifier", "head")
+    classifier = _timm(probe).pretrained_cfg.get("classifier", "head")
     classifier = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
     wanted = [k for k in probe.state_dict() if not k.startswith(f"{classifier}.")]
     missing = [k for k in wanted if k not in shapes]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import timm.optim
 import torch
@@ -26,8 +26,8 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int, min_ratio: float) ->
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int,
                     device: torch.device) -> tuple[torch.optim.Optimizer, LambdaLR]:
     """AdamW without weight decay on biases, norms and embeddings (timm's no_weight_decay), and its schedule."""
-    optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                               **({"fused": True} if device.type == "cuda" else {}))
+    fused: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters
+    optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     total = steps_per_epoch * cfg.epochs
     schedule = cosine_with_warmup(total, round(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr_ratio)
     return optimizer, LambdaLR(optimizer, schedule)

@@ -77,7 +77,7 @@ def _trajectory_args(cfg: TrainConfig) -> dict[str, Any]:
 
 def check_resumable(cfg: TrainConfig) -> str:
     """The checkpoint --resume-from names, checked to come from a run with the same training arguments."""
-    folder = find_checkpoint(cfg.resume_from, cfg.output_dir)
+    folder = find_checkpoint(str(cfg.resume_from), cfg.output_dir)
     with open(os.path.join(folder, STATE_FILE)) as f:
         saved = json.load(f).get("args", {})
     now = json.loads(json.dumps(_trajectory_args(cfg)))  # tuples and lists compare as JSON would

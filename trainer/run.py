@@ -56,7 +56,6 @@ def build_run(cfg: TrainConfig) -> Run:
         cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
         pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file))
     # The decoded dataset lives on the device: a step's host work is one index tensor, nothing per image.
-    for split in (data.train, data.eval):
-        if split is not None:
-            split.images, split.labels = split.images.to(accelerator.device), split.labels.to(accelerator.device)
+    data.train.to(accelerator.device)
+    data.eval.to(accelerator.device)
     return Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note)

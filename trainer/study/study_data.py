@@ -22,7 +22,7 @@ def build_digits(path: str, seed: int = 0) -> str:
     for k in range(10):
         rows = rng.permutation(np.flatnonzero(digits.target == k))
         test[rows[: len(rows) // 4]] = True
-    images = [Image.fromarray((img * 255 / 16).astype(np.uint8)).resize((32, 32), Image.BICUBIC).convert("RGB")
+    images = [Image.fromarray((img * 255 / 16).astype(np.uint8)).resize((32, 32), Image.Resampling.BICUBIC).convert("RGB")
               for img in digits.images]
     names = [str(k) for k in range(10)]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
