@@ -2,7 +2,8 @@
 
     python benchmarks/overhead.py --dataset ../shared/data/cifar10 [--json]
 
-Both start from the decoded uint8 tensors in memory; each is timed from there to its last evaluation.
+Both start from the decoded uint8 tensors in memory; each is timed from there to its last evaluation, --repeats times,
+interleaved, and the fastest of each side is kept.
 The last stdout line is one JSON object: trainer_s, bare_s, ratio, and each side's final eval top-1.
 """
 from __future__ import annotations
@@ -78,27 +79,35 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--model-kwargs", nargs="*", default=["patch_size=4", "depth=4"])
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the fastest of each side is kept")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     args = p.parse_args()
 
+    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(dataset=args.dataset, model="vit_tiny_patch16_224", img_size=32,
                           model_kwargs=parse_kwargs(args.model_kwargs), samples_per_class=args.samples_per_class,
                           eval_samples_per_class=args.eval_samples_per_class, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, output_dir=out, progress=not args.json,
-                          log_every=0)
-        run = build_run(cfg)
-        task = Classification()
-        task.setup(run)
-        data = run.data
-        bare_s, bare_top1 = bare_loop(cfg, data.train.images.cpu(), data.train.labels.cpu(),
-                                      data.eval.images.cpu(), data.eval.labels.cpu())
-        start = time.perf_counter()
-        summary = fit(run, task)
-        trainer_s = time.perf_counter() - start
-    result = {"benchmark": "overhead", "device": "cpu", "threads": torch.get_num_threads(),
+                          log_every=0, overwrite=True)
+        # Interleaved repeats, the fastest of each kept: this machine's speed drifts by tens of percent over minutes
+        # (measured: the same code gave ratios 0.84 and 1.31 in back-to-back single runs), and noise only adds time.
+        for _ in range(args.repeats):
+            run = build_run(cfg)
+            task = Classification()
+            task.setup(run)
+            data = run.data
+            bare_s, bare_top1 = bare_loop(cfg, data.train.images.cpu(), data.train.labels.cpu(),
+                                          data.eval.images.cpu(), data.eval.labels.cpu())
+            start = time.perf_counter()
+            summary = fit(run, task)
+            trainer_s = time.perf_counter() - start
+            timings["bare"] = min(timings.get("bare", float("inf")), bare_s)
+            timings["trainer"] = min(timings.get("trainer", float("inf")), trainer_s)
+    result = {"benchmark": "overhead", "device": "cpu", "threads": torch.get_num_threads(), "repeats": args.repeats,
               "images": len(data.train), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-              "trainer_s": round(trainer_s, 2), "bare_s": round(bare_s, 2), "ratio": round(trainer_s / bare_s, 3),
+              "trainer_s": round(timings["trainer"], 2), "bare_s": round(timings["bare"], 2),
+              "ratio": round(timings["trainer"] / timings["bare"], 3),
               "trainer_eval_top1": summary["final"]["eval_top1"], "bare_eval_top1": bare_top1}
     print(json.dumps(result))
 

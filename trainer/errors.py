@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from typing import Any, Callable, TypeVar
@@ -19,8 +20,6 @@ def _is_main_rank() -> bool:
 
 def quiet_libraries() -> None:
     """Keep stderr for our own lines: datasets' split bars and the hub client's retry chatter are noise here."""
-    import logging
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("datasets", "huggingface_hub", "timm"):
         logging.getLogger(name).setLevel(logging.ERROR)
