@@ -66,7 +66,9 @@ def ours(ds, image_column: str, indices: np.ndarray, batch_size: int, epochs: in
             torch.cuda.synchronize()
 
     start = time.perf_counter()
-    images = decode_cached(ds, "train", image_column, indices, None, cache_dir).to(device)
+    with tempfile.TemporaryDirectory() as fresh:  # cache_dir None: decode now, into a cache nobody reuses
+        path = decode_cached(ds, "train", image_column, indices, None, cache_dir or fresh, progress=False)
+        images = torch.from_numpy(np.load(path)).to(device)
     n = images.shape[0]
     for epoch in range(epochs):
         plan = plan_epoch(n, 0, epoch, flip=True, crop_pad=0)

@@ -4,6 +4,7 @@ One table of cases, run in-process through each entry point's main (what the scr
 real fresh interpreters, as a user would meet them."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -21,9 +22,15 @@ MAINS: dict[str, Callable] = {"train_cls.py": main_cls, "train_kd.py": main_kd, 
                               "benchmark": benchmark_main, "study": study_main, "report": report_main}
 
 
-def _prepare(case: str, tmp: Path) -> None:
-    """Files some cases need in place before the command runs."""
-    if case == "corrupt_pretrained":
+def _prepare(case: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files (and pretended machine sizes) some cases need in place before the command runs."""
+    if case == "device_too_small":
+        monkeypatch.setenv("VIT_TRAINER_DEVICE_FREE_BYTES", "1000")
+    elif case == "disk_full":
+        monkeypatch.setattr("trainer.decode.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    elif case == "cache_dir_unwritable":
+        (tmp / "a-file").write_text("x")
+    elif case == "corrupt_pretrained":
         (tmp / "w.safetensors").write_bytes(b"\x00" * 64)
     elif case == "output_is_file":
         (tmp / "out").write_text("x")
@@ -66,6 +73,14 @@ CASES = [
     ("output_is_file", "train_cls.py", [], ["is a file"]),
     ("output_in_use", "train_cls.py", [], ["already holds a run", "--overwrite"]),
     ("resume_without_checkpoint", "train_cls.py", ["--resume-from", "latest"], ["no checkpoint"]),
+    ("device_too_small", "train_cls.py", ["--data-on", "device"],
+     ["--data-on device: the decoded images (0.4 MB) do not fit in 40% of the cpu device's 0.0 MB free",
+      "--data-on host", "disk"]),
+    ("data_on_choice", "train_cls.py", ["--data-on", "gpu"], ["--data-on", "invalid choice: 'gpu'"]),
+    ("disk_full", "train_cls.py", ["--cache-dir", "{tmp}/cache"],
+     ["the decode cache needs 0.00 GB in", "which has 0.00 GB free", "--cache-dir"]),
+    ("cache_dir_unwritable", "train_cls.py", ["--cache-dir", "{tmp}/a-file/cache"],
+     ["cannot write the decode cache in", "a-file/cache (Not a directory)", "pass --cache-dir"]),
     ("evaluate_missing", "evaluate", ["--checkpoint", "{tmp}/nowhere"], ["does not exist"]),
     ("benchmark_missing", "benchmark", ["--checkpoint", "{tmp}/nowhere"], ["does not exist"]),
     ("benchmark_batch", "benchmark", ["--model", "vit_tiny_patch16_224", "--batch-size", "0"],
@@ -98,8 +113,8 @@ def _one_clean_line(code, err: str, needles: list[str]) -> None:
 
 
 @pytest.mark.parametrize("case, script, args, needles", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, script, args, needles, toy_dataset, cache_dir, tmp_path, capsys):
-    _prepare(case, tmp_path)
+def test_bad_input(case, script, args, needles, toy_dataset, cache_dir, tmp_path, capsys, monkeypatch):
+    _prepare(case, tmp_path, monkeypatch)
     before = _listing(tmp_path / "out")
     with pytest.raises(SystemExit) as stop:
         MAINS[script](_argv(script, args, toy_dataset, tmp_path, cache_dir))

@@ -71,7 +71,7 @@ def test_load_data_other_columns_and_validation_split(tmp_path, cache_dir):
     bundle = load_data(str(path), "train", "validation", samples_per_class=4, seed=0, cache_dir=str(cache_dir))
     assert (bundle.image_column, bundle.label_column) == ("image", "labels")
     assert bundle.label_names == ["class0", "class1", "class2"]
-    assert bundle.train.images.shape == (12, 3, 32, 32) and bundle.train.images.dtype == torch.uint8
+    assert bundle.train.images.shape == (12, 3, 32, 32) and bundle.train.images.cpu().dtype == torch.uint8
     assert torch.bincount(bundle.train.labels).tolist() == [4, 4, 4]
     assert len(bundle.eval) == 9
 
@@ -84,7 +84,7 @@ def test_decode_cache_is_reused_and_identical(tmp_path, toy_dataset):
     mtimes = [os.path.getmtime(cache / f) for f in files]
     second = load_data(str(toy_dataset), samples_per_class=10, seed=3, cache_dir=str(cache))
     assert [os.path.getmtime(cache / f) for f in files] == mtimes
-    assert torch.equal(first.train.images, second.train.images)
+    assert torch.equal(first.train.images.cpu(), second.train.images.cpu())
     assert torch.equal(first.train.labels, second.train.labels)
     load_data(str(toy_dataset), samples_per_class=11, seed=3, cache_dir=str(cache))
     assert len(os.listdir(cache)) == 3  # another selection, another key

@@ -133,16 +133,18 @@ def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_
 
 
 @pytest.mark.slow
-def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path):
+@pytest.mark.parametrize("data_on", ["device", "host", "disk"])
+def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path, data_on):
     from trainer.augment import augment
     from trainer.batches import Batch, plan_epoch
     from trainer.config import parse_args
     from trainer.distill import Distillation
     from trainer.run import build_run
 
-    cfg = parse_args(_kd_args(hard_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache", "--epochs", "3"),
-                     kd=True)
+    cfg = parse_args(_kd_args(hard_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache", "--epochs", "3",
+                              "--data-on", data_on), kd=True)
     run = build_run(cfg)
+    assert run.data.train.images.kind == data_on
     cached = Distillation(cfg)
     cached.setup(run)
     online = Distillation(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher), kd=True))
@@ -153,7 +155,7 @@ def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, t
         plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, 0)
         for lo in range(0, n, 48):
             idx, flip = plan.order[lo:lo + 48], plan.flip[lo:lo + 48]
-            images = run.data.train.images[idx]
+            images = run.data.train.images.rows(idx)
             batch = Batch(images, run.data.train.labels[idx], idx, flip, None, 0, augment(images, run.view, flip))
             assert torch.allclose(cached.teacher_logits(batch), online.teacher_logits(batch), atol=1e-5)
     # Only the visited pairs were computed: 3 epochs leave about 1 image in 4 seen in one view only.

@@ -55,8 +55,9 @@ def test_two_processes_train_as_one_group(two_process_run):
     assert res.stdout.count("epoch 1/2 |") == 1
 
 
-def _evaluate(nproc: int, run, dataset) -> dict:
-    args = ["-m", "trainer.evaluate", "--checkpoint", str(run), "--dataset", str(dataset), "--batch-size", "64"]
+def _evaluate(nproc: int, run, dataset, data_on: str = "auto") -> dict:
+    args = ["-m", "trainer.evaluate", "--checkpoint", str(run), "--dataset", str(dataset), "--batch-size", "64",
+            "--data-on", data_on]
     if nproc == 1:
         res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     else:
@@ -66,9 +67,15 @@ def _evaluate(nproc: int, run, dataset) -> dict:
     return json.loads(lines[-1])
 
 
-def test_eval_counts_every_sample_once_on_two_processes(two_process_run, odd_dataset):
+@pytest.fixture(scope="module")
+def one_process_eval(two_process_run, odd_dataset):
+    return _evaluate(1, two_process_run[0], odd_dataset)
+
+
+@pytest.mark.parametrize("data_on", ["device", "host", "disk"])
+def test_eval_counts_every_sample_once_on_two_processes(two_process_run, one_process_eval, odd_dataset, data_on):
     out, _ = two_process_run
-    one, two = _evaluate(1, out, odd_dataset), _evaluate(2, out, odd_dataset)
+    one, two = one_process_eval, _evaluate(2, out, odd_dataset, data_on)
     assert one["num_samples"] == two["num_samples"] == 1001
     assert two["processes"] == 2 and one["processes"] == 1
     assert two["top1"] == one["top1"]
@@ -133,6 +140,7 @@ from accelerate.utils import InitProcessGroupKwargs
 from trainer.augment import View
 from trainer.data import SplitData
 from trainer.inference import evaluate
+from trainer.stores import DeviceStore
 
 
 class Gathers(torch.nn.Module):
@@ -145,7 +153,7 @@ class Gathers(torch.nn.Module):
 acc = Accelerator(cpu=True, kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=20))])
 images = torch.zeros(5, 3, 4, 4, dtype=torch.uint8)
 images[:, 1] = 255
-split = SplitData(images, torch.tensor([1, 1, 1, 0, 1]), None, "k")
+split = SplitData(DeviceStore(images), torch.tensor([1, 1, 1, 0, 1]), None, "k")
 res = evaluate(Gathers(), split, View(4, (0.5,) * 3, (0.5,) * 3), acc, batch_size=2, keep_preds=True)
 if acc.is_main_process:
     print(json.dumps({"n": res.num_samples, "top1": res.top1, "preds": res.preds.tolist()}))

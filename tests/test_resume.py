@@ -28,13 +28,21 @@ def _strip_timing(records):
     return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
 
 
-def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_path):
-    ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def reference_run(toy_dataset, cache_dir, tmp_path_factory):
+    """The run left alone (on the default store)."""
+    ref = tmp_path_factory.mktemp("ref") / "ref"
     assert run_script("train_cls.py", *_args(toy_dataset, ref, cache_dir)).returncode == 0
+    return ref
 
+
+@pytest.mark.parametrize("data_on", ["device", "host", "disk"])
+def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_path, reference_run, data_on):
+    """Whichever store serves the data, a killed and resumed run ends as the run left alone ends."""
+    ref = reference_run
     out = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "train_cls.py"), *_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5",
-                                                              "--keep-checkpoints", "2")]
+                                                              "--keep-checkpoints", "2", "--data-on", data_on)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = out / "checkpoints"
     deadline = time.time() + 300
@@ -50,8 +58,9 @@ def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_p
     assert 1 <= len(kept) <= 3  # --keep-checkpoints 2, plus possibly one being renamed into place
 
     res = run_script("train_cls.py", *_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5",
-                                            "--resume-from", "latest"))
+                                            "--resume-from", "latest", "--data-on", data_on))
     assert res.returncode == 0, res.stderr[-3000:]
+    assert f"data: {data_on} store" in res.stdout
     a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5

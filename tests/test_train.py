@@ -156,3 +156,18 @@ def test_compiled_run_keeps_no_eval_predictions(toy_dataset, cache_dir, tmp_path
     out = tmp_path / "c"
     main_cls(_args(toy_dataset, out, cache_dir, "--epochs", "1", "--compile"))
     assert (out / "model.safetensors").is_file() and not (out / "eval_predictions.safetensors").exists()
+
+
+def test_the_store_never_changes_the_numbers(toy_dataset, cache_dir, tmp_path):
+    """The same arguments and seed end with the same weights and metric lines whichever store served the data."""
+    weights, records = {}, {}
+    for data_on in ("device", "host", "disk"):
+        out = tmp_path / data_on
+        main_cls(_args(toy_dataset, out, cache_dir, "--epochs", "2", "--samples-per-class", "20", "--random-crop", "4",
+                       "--eval-every", "3", "--data-on", data_on))
+        weights[data_on] = load_file(str(out / "model.safetensors"))
+        records[data_on] = [{k: v for k, v in r.items() if k != "images_per_s"}
+                            for r in read_jsonl(str(out / "metrics.jsonl"))]
+    for data_on in ("host", "disk"):
+        assert all(torch.equal(weights["device"][k], weights[data_on][k]) for k in weights["device"]), data_on
+        assert records[data_on] == records["device"], data_on

@@ -87,6 +87,8 @@ class EpochBatches:
         plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop)
         padded = padded_positions(n, world)
         self.order = plan.order[padded].to(device)
+        # The store's own copy of the order (a CPU one for stores off the device): no host-device copy per step.
+        self.store_order = self.order.to(split.images.index_device)
         self.flip = plan.flip[padded].to(device) if plan.flip is not None else None
         self.crop = plan.crop[padded].to(device) if plan.crop is not None else None
         self.slices = epoch_slices(n, cfg.batch_size, world, accelerator.process_index)
@@ -97,13 +99,15 @@ class EpochBatches:
 
     def starting_at(self, first: int) -> Iterator[MicroStep]:
         """Micro-batches from position `first` on (a resumed run starts mid-epoch)."""
-        accum, count = self.cfg.grad_accum, len(self.slices)
+        accum, count, store = self.cfg.grad_accum, len(self.slices), self.split.images
         for micro in range(first, count):
             lo, hi = self.slices[micro]
+            if micro + 1 < count:  # the plan knows the next rows: a store off the device starts fetching them now
+                store.prefetch(self.store_order[slice(*self.slices[micro + 1])])
             idx = self.order[lo:hi]
             flip = self.flip[lo:hi] if self.flip is not None else None
             crop = self.crop[lo:hi] if self.crop is not None else None
-            images, labels = self.split.images[idx], self.split.labels[idx]
+            images, labels = store.rows(self.store_order[lo:hi]), self.split.labels[idx]
             inputs = augment(images, self.view, flip, crop, self.cfg.random_crop)
             group_start = micro - micro % accum
             group = min(accum, count - group_start)

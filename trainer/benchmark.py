@@ -93,7 +93,7 @@ def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters
 def end_to_end(model: torch.nn.Module, view: View, dataset: str, device: torch.device, batch_size: int, precision: str,
                split: str = "test", limit: int = 2000) -> float:
     """Images per second through the real eval input pipeline (decoded images -> resize -> model)."""
-    images = load_eval_split(dataset, split, cache_dir=default_cache_dir())[0].images[:limit].to(device)
+    images = load_eval_split(dataset, split, cache_dir=default_cache_dir())[0].images.span(0, limit).to(device)
     autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
                 else nullcontext())
     model = model.to(device).eval()

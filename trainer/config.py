@@ -61,6 +61,9 @@ class TrainConfig:
         check=lambda v: v >= 1, rule="at least 1 (or 'all')")
     cache_dir: Optional[str] = _data(
         None, "where decoded images are cached (default: $VIT_TRAINER_CACHE or ~/.cache/vit_trainer)", parse=str)
+    data_on: str = _data("auto", "where the decoded images live: device memory, host memory (pinned, prefetched) or the "
+                         "memory-mapped decode cache; auto: device if the data fits in 40%% of its free memory, "
+                         "else host if it fits in 50%% of the RAM, else disk", choices=("auto", "device", "host", "disk"))
     flip: bool = _data(True, "disable random horizontal flips")
     random_crop: int = _data(0, "random crop after reflect-padding PAD pixels at the source resolution (0: off)",
                             metavar="PAD", check=lambda v: v >= 0, rule=">= 0 pixels")

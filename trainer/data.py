@@ -10,19 +10,19 @@ from typing import Optional, Sequence
 import datasets
 import numpy as np
 import torch
-from PIL import Image
-from safetensors.torch import load_file, save_file
 
+from .decode import cached_rows, decode_to_file, image_shape
 from .errors import UsageError
+from .stores import CPU, DiskStore, Store
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: .npy files, memory-mapped by the disk store
 
 
 @dataclass
 class SplitData:
-    """One split, decoded: uint8 images [N, 3, H, W] and int64 labels [N]."""
+    """One split, decoded: uint8 images [N, 3, H, W] (in a store) and int64 labels [N]."""
 
-    images: torch.Tensor
+    images: Store
     labels: torch.Tensor
     indices: np.ndarray  # rows of the source split, for provenance
     key: str = ""  # identity of these rows of this dataset version at this size (the decode cache's key)
@@ -30,9 +30,9 @@ class SplitData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device: torch.device) -> None:
-        """Move images and labels to the device (once: a step then only indexes them there)."""
-        self.images, self.labels = self.images.to(device), self.labels.to(device)
+    def place(self, images: Store) -> None:
+        """Serve the images from this store; the labels go where its batches come out."""
+        self.images, self.labels = images, self.labels.to(images.device)
 
 
 @dataclass
@@ -144,22 +144,6 @@ def select_per_class(labels: np.ndarray, per_class: Optional[int], seed: int, na
     return np.sort(np.concatenate(chosen))
 
 
-def decode_images(ds: datasets.Dataset, image_column: str, indices: np.ndarray, size: Optional[int] = None,
-                  chunk: int = 1000) -> torch.Tensor:
-    """Decode the chosen rows once into uint8 [N, 3, H, W]; images of mixed sizes are resized to `size`."""
-    subset = ds.select(indices.tolist())
-    arrays: list[np.ndarray] = []
-    for batch in subset.iter(batch_size=chunk):
-        arrays.extend(np.asarray(im.convert("RGB")) for im in batch[image_column])
-    if not arrays:
-        return torch.empty(0, 3, size or 1, size or 1, dtype=torch.uint8)
-    if len({a.shape for a in arrays}) > 1:
-        if size is None:
-            raise UsageError("images have different sizes: pass --img-size so they can be resized on decoding")
-        arrays = [np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC)) for a in arrays]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
 def default_cache_dir() -> str:
     """$VIT_TRAINER_CACHE or ~/.cache/vit_trainer."""
     return os.environ.get("VIT_TRAINER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vit_trainer"))
@@ -173,26 +157,13 @@ def selection_key(fingerprint: str, split: str, image_column: str, indices: np.n
 
 
 def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: np.ndarray, size: Optional[int],
-                  cache_dir: Optional[str]) -> torch.Tensor:
-    """decode_images, cached on disk by dataset fingerprint and selection (None: no cache)."""
-    if cache_dir is None:
-        return decode_images(ds, image_column, indices, size)
-    path = os.path.join(cache_dir, f"{split}-{selection_key(ds._fingerprint, split, image_column, indices, size)}"
-                                   ".safetensors")
-    if os.path.exists(path):
-        try:
-            return load_file(path)["images"]
-        except Exception:
-            pass  # a damaged cache file is rebuilt below
-    images = decode_images(ds, image_column, indices, size)
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        save_file({"images": images}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs time
-    return images
+                  cache_dir: str, progress: bool = True, workers: int = 0) -> str:
+    """The decode cache file of these rows: found complete, or decoded now (damaged files are decoded again)."""
+    path = os.path.join(cache_dir, f"{split}-{selection_key(ds._fingerprint, split, image_column, indices, size)}.npy")
+    if cached_rows(path, len(indices)) is None:
+        decode_to_file(ds, image_column, indices, image_shape(ds, image_column, indices, size), path, workers,
+                       progress)
+    return path
 
 
 def _labels_of(ds: datasets.Dataset, column: str) -> np.ndarray:
@@ -210,13 +181,13 @@ class _Source:
     label_column: str
     names: list[str]
 
-    def decoded(self, per_class: Optional[int], seed: int, flag: str, size: Optional[int],
-                cache_dir: Optional[str]) -> SplitData:
-        """Exactly per_class rows of each class (None: all), decoded through the cache."""
+    def decoded(self, per_class: Optional[int], seed: int, flag: str, size: Optional[int], cache_dir: str,
+                progress: bool) -> SplitData:
+        """Exactly per_class rows of each class (None: all), decoded through the cache, on the disk store."""
         idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
-        images = decode_cached(self.ds, self.split, self.image_column, idx, size, cache_dir)
+        path = decode_cached(self.ds, self.split, self.image_column, idx, size, cache_dir, progress)
         key = selection_key(self.ds._fingerprint, self.split, self.image_column, idx, size)
-        return SplitData(images, torch.from_numpy(self.labels[idx]), idx, key)
+        return SplitData(DiskStore(path, CPU), torch.from_numpy(self.labels[idx]), idx, key)
 
 
 def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: Optional[str],
@@ -239,13 +210,15 @@ def load_data(dataset: str, train_split: str = "train", eval_split: str = "test"
               image_column: Optional[str] = None, label_column: Optional[str] = None,
               samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
               seed: int = 0, size: Optional[int] = None, cache_dir: Optional[str] = None,
-              dataset_config: Optional[str] = None) -> DataBundle:
-    """Open the dataset, check it, choose the rows, and decode both splits."""
+              dataset_config: Optional[str] = None, progress: bool = False) -> DataBundle:
+    """Open the dataset, check it, choose the rows, and decode both splits into the cache (progress: a bar)."""
     train, test = _open_splits(dataset, [(train_split, "--train-split"), (eval_split, "--eval-split")], image_column,
                                label_column, dataset_config)
+    cache_dir = cache_dir or default_cache_dir()
     # The eval selection uses a different stream from the train one, so that the two never line up by accident.
-    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", size, cache_dir),
-                      test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size, cache_dir),
+    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", size, cache_dir, progress),
+                      test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size, cache_dir,
+                                   progress),
                       train.names, train.image_column, train.label_column, train.ds._fingerprint)
 
 
@@ -255,4 +228,5 @@ def load_eval_split(dataset: str, eval_split: str = "test", *, image_column: Opt
                     dataset_config: Optional[str] = None) -> tuple[SplitData, list[str]]:
     """One split to evaluate on, chosen as load_data chooses its eval split, and the class names."""
     (source,) = _open_splits(dataset, [(eval_split, "--eval-split")], image_column, label_column, dataset_config)
-    return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size, cache_dir), source.names
+    return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size,
+                          cache_dir or default_cache_dir(), False), source.names

@@ -16,6 +16,7 @@ from .metrics import RunLog
 from .models import load_run, num_classes, run_view
 from .run import Run
 from .run_folder import file_digest, resolve_run
+from .stores import Store
 from .tasks import Classification, StepOutput
 
 
@@ -98,15 +99,15 @@ class Distillation(Classification):
         if cfg.teacher_cache:
             self.cache = self._fill_cache(data.train.images, eval_bs)
 
-    def _fill_cache(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def _fill_cache(self, images: Store, batch_size: int) -> torch.Tensor:
         """[N, views, K] teacher logits of exactly the pairs the run visits, once each; NaN elsewhere."""
         assert self.teacher is not None and self.view is not None and self.accelerator is not None
-        used = visited_views(images.shape[0], self.cfg)
+        used = visited_views(len(images), self.cfg)
         # Short runs do not visit both views of every image: at 1 epoch the cache costs one pass, not two,
         # so it never does more teacher forwards than the online teacher. NaN makes a wrong lookup loud.
         cache = torch.full((*used.shape, num_classes(self.teacher)), float("nan"), device=images.device)
         for v in range(used.shape[1]):
-            rows = used[:, v].nonzero().squeeze(1).to(images.device)
+            rows = used[:, v].nonzero().squeeze(1)
             if rows.numel():
                 cache[rows, v] = predict_logits(self.teacher, images, self.view, self.accelerator, batch_size,
                                                 flip=bool(v), rows=rows)

@@ -49,9 +49,9 @@ def end_processes() -> None:
 
 
 def main_process_first(accelerator: Accelerator, fn: Callable[[], T]) -> T:
-    """Run fn on the main process first (it fills caches), then on the others; bad input stops every process
-    (the others meet the same problem in their own call)."""
-    if not accelerator.is_main_process:
+    """Run fn on each machine's main process first (it fills the machine's caches: decoded images, downloaded
+    weights), then on the others, which find them; bad input stops every process (each meets it in its own call)."""
+    if not accelerator.is_local_main_process:
         accelerator.wait_for_everyone()
         return fn()
     try:

@@ -99,6 +99,7 @@ def start(run: Run, task: Task) -> Training:
     log.print(f"model {cfg.model}: {num_params / 1e6:.2f}M params, {run.head_note}; "
               f"{len(run.data.train)} train / {len(run.data.eval)} eval images, "
               f"{acc.num_processes} process(es) on {acc.device.type}, mixed precision {acc.mixed_precision}")
+    log.print(run.data_note)
     if not cfg.resume_from:
         task.on_start(log)
     return Training(run, task, model, optimizer, scheduler, state, log, num_params)

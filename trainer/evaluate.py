@@ -13,6 +13,7 @@ from .distributed import end_processes, make_accelerator
 from .errors import UsageError, exit_on_usage_error
 from .inference import evaluate, reference_predictions
 from .models import load_run, run_view
+from .placement import place_splits
 from .run_folder import resolve_run
 
 
@@ -32,6 +33,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--compare-with", default=None, metavar="RUN",
                    help="another run folder: also report the fraction of images where both predict the same class")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--data-on", choices=["auto", "device", "host", "disk"], default="auto",
+                   help="where the decoded eval images live (see train_cls.py --help)")
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
     return p
 
@@ -40,7 +43,8 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: Optional[str] = None, datas
                         eval_split: Optional[str] = None, image_column: Optional[str] = None,
                         label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = None,
                         seed: Optional[int] = None, batch_size: int = 256, compare_with: Optional[str] = None,
-                        cache_dir: Optional[str] = None, mixed_precision: Optional[str] = None) -> dict[str, Any]:
+                        cache_dir: Optional[str] = None, mixed_precision: Optional[str] = None,
+                        data_on: str = "auto") -> dict[str, Any]:
     """Loss and top-1 of a run folder on a split (default: the run's own eval data), and its agreement with
     another run; every sample counted once on any number of processes. Returns the JSON line's content."""
     if batch_size < 1:
@@ -60,7 +64,7 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: Optional[str] = None, datas
     if len(names) != cfg["num_classes"]:
         raise UsageError(f"--checkpoint predicts {cfg['num_classes']} classes, the dataset has "
                          f"{len(names)}: evaluate on the dataset the run was trained on")
-    split.to(acc.device)
+    place_splits([split], data_on, acc.device)
     references: dict[str, torch.Tensor] = {}
     if other is not None:
         other_model, other_cfg = other

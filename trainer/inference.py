@@ -20,6 +20,7 @@ from .distributed import gather_shards, reduce_sum, shard_batches
 from .metrics import sum_dtype
 from .models import num_classes
 from .run_folder import EVAL_FILE, atomic_write, file_digest
+from .stores import Store
 
 
 @dataclass
@@ -45,12 +46,15 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator: 
     sums = torch.zeros(2 + len(refs), device=device, dtype=sum_dtype(device))  # loss, hits, agreements
     preds = [torch.empty(0, dtype=torch.long, device=device)]
     start = time.perf_counter()
-    for i, j in shard_batches(n, batch_size, accelerator):
+    batches = shard_batches(n, batch_size, accelerator)
+    for k, (i, j) in enumerate(batches):
+        if k + 1 < len(batches) and batches[k + 1][1] > batches[k + 1][0]:
+            split.images.prefetch(torch.arange(*batches[k + 1], device=split.images.index_device))
         # A process whose share ran out still calls the model (on one row, discarded): FSDP gathers
         # parameters inside forward, and every process must take part in every gather.
-        rows = slice(i, j) if j > i else slice(0, min(1, n))
+        images = split.images.span(i, j) if j > i else split.images.span(0, min(1, n))
         with accelerator.autocast():
-            logits = model(preprocess(split.images[rows], view)).float()
+            logits = model(preprocess(images, view)).float()
         if j == i:
             continue
         pred, y = logits.argmax(-1), split.labels[i:j]
@@ -67,17 +71,18 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator: 
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, view: View, accelerator: Accelerator,
+def predict_logits(model: torch.nn.Module, images: Store, view: View, accelerator: Accelerator,
                    batch_size: int, flip: bool = False, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Logits of every image, or of `rows` only (optionally mirrored), each process doing its share, gathered in order.
     For a model that is not wrapped (a frozen teacher): processes need not call it equally often."""
-    n = images.shape[0] if rows is None else rows.numel()
+    n = len(images) if rows is None else rows.numel()
+    rows = rows.to(images.index_device) if rows is not None else None
     chunks = [torch.empty(0, num_classes(model), device=images.device)]
     for i, j in shard_batches(n, batch_size, accelerator):
         if j == i:
             continue
         # Rows are gathered a chunk at a time: a copy of the whole subset would double a 224-px dataset on the GPU.
-        x = images[i:j] if rows is None else images[rows[i:j]]
+        x = images.span(i, j) if rows is None else images.rows(rows[i:j])
         flips = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flip else None
         with torch.inference_mode(), accelerator.autocast():
             chunks.append(model(augment(x, view, flips)).float())

@@ -16,7 +16,7 @@ from .errors import UsageError
 STATE_FILE = "trainer_state.json"
 # Arguments that may change between a run and its resumption: they do not touch the weights or the metrics.
 RESUME_FREE_ARGS = ("resume_from", "overwrite", "progress", "checkpoint_every", "keep_checkpoints", "report_to",
-                    "cache_dir", "output_dir")
+                    "cache_dir", "output_dir", "data_on")
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 

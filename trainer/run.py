@@ -14,6 +14,7 @@ from .data import DataBundle, default_cache_dir, load_data
 from .distributed import main_process_first, make_accelerator
 from .errors import UsageError
 from .models import create_model, input_view
+from .placement import place_splits
 from .resume import check_resumable
 from .run_folder import output_dir_in_use
 
@@ -28,6 +29,7 @@ class Run:
     model: torch.nn.Module
     view: View
     head_note: str  # one line on what happened to the classifier head
+    data_note: str  # one line on which store serves the data, and why
 
 
 def _decode_size(cfg: TrainConfig) -> int:
@@ -50,12 +52,11 @@ def build_run(cfg: TrainConfig) -> Run:
     data = main_process_first(accelerator, lambda: load_data(
         cfg.dataset, cfg.train_split, cfg.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
         samples_per_class=cfg.samples_per_class, eval_samples_per_class=cfg.eval_samples_per_class, seed=cfg.seed,
-        size=_decode_size(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config))
+        size=_decode_size(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config,
+        progress=cfg.progress and accelerator.is_main_process))
     set_seed(cfg.seed)  # the same initial weights whatever the data step drew
     model, head_note = main_process_first(accelerator, lambda: create_model(
         cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
         pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file))
-    # The decoded dataset lives on the device: a step's host work is one index tensor, nothing per image.
-    data.train.to(accelerator.device)
-    data.eval.to(accelerator.device)
-    return Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note)
+    data_note = place_splits([data.train, data.eval], cfg.data_on, accelerator.device)
+    return Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note, data_note)

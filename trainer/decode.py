@@ -1,0 +1,126 @@
+"""Decoding a selection of images once, chunk by chunk and in parallel, straight into the decode cache: one
+memory-mapped uint8 file [N, 3, H, W] (.npy) per (dataset version, split, rows, size). Peak private memory is about
+one chunk per worker, not the split, and the file is what the disk store maps."""
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Optional
+
+import datasets
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .errors import UsageError
+
+CHUNK = 500  # images a worker decodes between writes; small enough that a chunk of 224-px images is ~75 MB
+_JOB: dict[str, Any] = {}  # what forked workers inherit: the dataset, its column, the rows, the target shape
+
+
+def _encoded(ds: datasets.Dataset, column: str) -> datasets.Dataset:
+    """The image column as stored (bytes or path), so that sizes can be read from headers and workers decode."""
+    return ds.cast_column(column, datasets.Image(decode=False))
+
+
+def _open(item: dict[str, Any]) -> Image.Image:
+    return Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+
+
+def image_shape(ds: datasets.Dataset, column: str, indices: np.ndarray, size: Optional[int]) -> tuple[int, int, int]:
+    """(3, H, W) of the stored images: their own size when all share one, else size x size (headers only)."""
+    raw = _encoded(ds, column).select_columns([column])
+    sizes: set[tuple[int, int]] = set()
+    for start in range(0, len(indices), 256):  # PIL reads only the header until the pixels are asked for
+        sizes.update(_open(item).size for item in raw.select(indices[start:start + 256].tolist())[column])
+        if len(sizes) > 1:
+            break
+    if len(sizes) > 1:
+        if size is None:
+            raise UsageError("images have different sizes: pass --img-size so they can be resized on decoding")
+        return 3, size, size
+    (w, h), = sizes if sizes else {(size or 1, size or 1)}
+    return 3, h, w
+
+
+def _set_job(ds: datasets.Dataset, column: str, rows: np.ndarray, path: str) -> None:
+    _JOB.update(ds=ds, column=column, rows=rows, path=path)
+
+
+def _decode_chunk(start: int, stop: int) -> int:
+    """Decode rows [start, stop) of the job into the cache file (runs in a worker, or in the caller)."""
+    ds, column, rows, path = _JOB["ds"], _JOB["column"], _JOB["rows"], _JOB["path"]
+    out = np.load(path, mmap_mode="r+")
+    h, w = out.shape[2:]
+    for k, item in enumerate(ds.select(rows[start:stop].tolist())[column]):
+        image = _open(item).convert("RGB")
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.Resampling.BICUBIC)
+        out[start + k] = np.asarray(image).transpose(2, 0, 1)
+    out.flush()
+    return stop - start
+
+
+def _check_room(folder: str, need: int) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as err:
+        raise UsageError(f"cannot write the decode cache in {folder} ({err.strerror}): pass --cache-dir with a "
+                         "writable folder (or set VIT_TRAINER_CACHE)") from None
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise UsageError(f"the decode cache needs {need / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB free: "
+                         "free some space or pass --cache-dir on a larger disk")
+
+
+def decode_to_file(ds: datasets.Dataset, column: str, indices: np.ndarray, shape: tuple[int, int, int], path: str,
+                   workers: int = 0, progress: bool = True, chunk: int = CHUNK) -> str:
+    """Write the decoded rows to `path` (.npy, written under a temporary name, then renamed); return path."""
+    need = len(indices) * int(np.prod(shape))
+    _check_room(os.path.dirname(os.path.abspath(path)), need)
+    tmp = f"{path}.tmp{os.getpid()}.npy"
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(indices), *shape)).flush()
+    job = (_encoded(ds, column), column, np.asarray(indices), tmp)
+    chunks = [(s, min(s + chunk, len(indices))) for s in range(0, len(indices), chunk)]
+    workers = workers or default_workers()
+    bar = tqdm(total=len(indices), desc="decoding", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        if workers <= 1 or len(chunks) <= 1:
+            _set_job(*job)
+            for start, stop in chunks:
+                bar.update(_decode_chunk(start, stop))
+        else:
+            # fork where there is one: the workers inherit the dataset (Arrow, memory-mapped) without pickling it.
+            context = multiprocessing.get_context("fork" if os.name == "posix" and os.uname().sysname == "Linux"
+                                                  else "spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_job, initargs=job) as pool:
+                for done in as_completed([pool.submit(_decode_chunk, s, e) for s, e in chunks]):
+                    bar.update(done.result())
+        os.replace(tmp, path)
+    finally:
+        bar.close()
+        _JOB.clear()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def default_workers() -> int:
+    """The CPU cores this process may use, at most 8 (decoding is the first job of a run, nothing else runs)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, 8)
+
+
+def cached_rows(path: str, n: int) -> Optional[np.ndarray]:
+    """The decode cache file mapped read-only when it is complete and holds n rows; None means decode again."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return array if array.ndim == 4 and array.shape[0] == n and array.dtype == np.uint8 else None
