@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.augment import View, augment  # noqa: E402
+from trainer.augment import Draws, View, augment  # noqa: E402
 from trainer.batches import plan_epoch  # noqa: E402
 from trainer.data import decode_cached, find_columns, get_split, open_dataset  # noqa: E402
 
@@ -67,7 +67,7 @@ def ours(ds, image_column: str, indices: np.ndarray, batch_size: int, epochs: in
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as fresh:  # cache_dir None: decode now, into a cache nobody reuses
-        path = decode_cached(ds, "train", image_column, indices, None, cache_dir or fresh, progress=False)
+        path, _ = decode_cached(ds, "train", image_column, indices, None, cache_dir or fresh, progress=False)
         images = torch.from_numpy(np.load(path)).to(device)
     n = images.shape[0]
     for epoch in range(epochs):
@@ -77,7 +77,7 @@ def ours(ds, image_column: str, indices: np.ndarray, batch_size: int, epochs: in
             idx = order[lo:lo + batch_size]
             batch = images[idx]
             if augment_on_device:
-                augment(batch, VIEW, flips[lo:lo + batch_size])
+                augment(batch, VIEW, Draws(flip=flips[lo:lo + batch_size]))
     sync()
     return n * epochs / (time.perf_counter() - start)
 

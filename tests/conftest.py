@@ -76,3 +76,36 @@ def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 
     cmd = [sys.executable, *(["-m", script[3:]] if script.startswith("-m ") else [str(ROOT / script)]), *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def make_photo_dataset(path: Path, per_class: dict[str, int], num_classes: int = 3, seed: int = 0) -> Path:
+    """JPEG photos of mixed sizes and shapes (30..90 px a side), stored as JPEG bytes, in a save_to_disk folder."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    names = [f"class{k}" for k in range(num_classes)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    splits = {}
+    for split, n in per_class.items():
+        labels = np.arange(n * num_classes) % num_classes
+        images = []
+        for y in labels:
+            h, w = rng.integers(30, 91, size=2)
+            yy, xx = np.mgrid[0:h, 0:w]
+            waves = 80 * np.sin(xx / (3 + y))[..., None] + 40 * np.cos(yy / 5)[..., None]
+            img = 60 * y + waves + rng.normal(0, 20, (h, w, 3))
+            buf = io.BytesIO()
+            Image.fromarray(np.clip(img + 60, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+            images.append(Image.open(io.BytesIO(buf.getvalue())))  # format JPEG: datasets keeps these bytes
+        splits[split] = datasets.Dataset.from_dict({"image": images, "label": labels.tolist()}, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def photo_dataset(tmp_path_factory) -> Path:
+    """3 classes of mixed-size JPEG photos: 30 train and 10 test images per class."""
+    return make_photo_dataset(tmp_path_factory.mktemp("photos") / "photos", {"train": 30, "test": 10})

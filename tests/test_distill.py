@@ -135,7 +135,7 @@ def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_
 @pytest.mark.slow
 @pytest.mark.parametrize("data_on", ["device", "host", "disk"])
 def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path, data_on):
-    from trainer.augment import augment
+    from trainer.augment import Draws, augment
     from trainer.batches import Batch, plan_epoch
     from trainer.config import parse_args
     from trainer.distill import Distillation
@@ -156,7 +156,8 @@ def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, t
         for lo in range(0, n, 48):
             idx, flip = plan.order[lo:lo + 48], plan.flip[lo:lo + 48]
             images = run.data.train.images.rows(idx)
-            batch = Batch(images, run.data.train.labels[idx], idx, flip, None, 0, augment(images, run.view, flip))
+            draws = Draws(flip=flip)
+            batch = Batch(images, run.data.train.labels[idx], idx, draws, False, augment(images, run.view, draws))
             assert torch.allclose(cached.teacher_logits(batch), online.teacher_logits(batch), atol=1e-5)
     # Only the visited pairs were computed: 3 epochs leave about 1 image in 4 seen in one view only.
     computed = torch.isfinite(cached.cache).all(-1)

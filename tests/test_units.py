@@ -13,7 +13,7 @@ import torchvision.transforms.functional as TF
 from accelerate import Accelerator
 from PIL import Image
 
-from trainer.augment import View, augment, preprocess
+from trainer.augment import Draws, View, augment, preprocess
 from trainer.batches import epoch_slices, padded_positions, plan_epoch
 from trainer.config import TrainConfig, build_parser, parse_args, validate
 from trainer.distributed import gather_shards, shard, shard_batches
@@ -37,7 +37,7 @@ def test_flip_and_normalise_match_torchvision():
     x = _images()
     flip = torch.tensor([True, False, True, True, False, False])
     expected = torch.stack([TF.hflip(img) if f else img for img, f in zip(x, flip, strict=True)])
-    assert torch.allclose(augment(x, VIEW, flip), _normalised(expected, VIEW), atol=1e-5)
+    assert torch.allclose(augment(x, VIEW, Draws(flip=flip)), _normalised(expected, VIEW), atol=1e-5)
 
 
 def test_reflect_pad_crop_matches_torchvision():
@@ -45,7 +45,7 @@ def test_reflect_pad_crop_matches_torchvision():
     offsets = torch.tensor([[0, 0], [6, 6], [1, 5], [3, 3], [6, 0], [2, 4]])
     expected = torch.stack([TF.crop(TF.pad(img, [pad], padding_mode="reflect"), int(dy), int(dx), 16, 16)
                             for img, (dy, dx) in zip(x, offsets, strict=True)])
-    assert torch.allclose(augment(x, VIEW, crop=offsets, crop_pad=pad), _normalised(expected, VIEW), atol=1e-5)
+    assert torch.allclose(augment(x, VIEW, Draws(crop=offsets, crop_pad=pad)), _normalised(expected, VIEW), atol=1e-5)
 
 
 @pytest.mark.parametrize("interpolation, pil", [("bicubic", Image.BICUBIC), ("bilinear", Image.BILINEAR)])

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import roi_align
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,35 @@ class View:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
+    crop_pct: float = 0.875  # timm's eval framing: resize the shorter side to size / crop_pct, centre-crop size
+
+    @property
+    def frame(self) -> Frame:
+        """What storing photos for this view depends on."""
+        return Frame(self.size, self.crop_pct)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A model's input size and timm's crop_pct: photos are stored as centre squares of side `side` for it."""
+
+    size: int
+    crop_pct: float = 0.875
+
+    @property
+    def side(self) -> int:
+        """timm's eval resize: the shorter side goes to floor(size / crop_pct)."""
+        return math.floor(self.size / self.crop_pct)
+
+
+@dataclass
+class Draws:
+    """One batch's augmentation, as the epoch plan drew it; nothing drawn means the eval view."""
+
+    flip: Optional[torch.Tensor] = None  # [B] bool
+    crop: Optional[torch.Tensor] = None  # [B, 2] (dy, dx) offsets into the reflect-padded image
+    crop_pad: int = 0
+    boxes: Optional[torch.Tensor] = None  # [B, 4] float (x1, y1, x2, y2): random-resized-crop boxes
 
 
 @functools.lru_cache(maxsize=16)
@@ -57,17 +88,46 @@ def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tenso
     return xp.gather(3, cols)
 
 
-def augment(images: torch.Tensor, view: View, flip: Optional[torch.Tensor] = None,
-            crop: Optional[torch.Tensor] = None, crop_pad: int = 0) -> torch.Tensor:
-    """uint8 [B,3,H,W] -> float model input: crop and flip at the source size, then resize and normalise."""
+def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
+    """The centre side x side window, placed as torchvision's CenterCrop places it."""
+    h, w = x.shape[-2:]
+    top, left = int(round((h - side) / 2.0)), int(round((w - side) / 2.0))
+    return x[..., top:top + side, left:left + side]
+
+
+def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Each image's own box, resized to size x size in one batched call (float out)."""
+    index = torch.arange(x.shape[0], device=x.device, dtype=torch.float32)[:, None]
+    rois = torch.cat([index, boxes.to(device=x.device, dtype=torch.float32)], dim=1)
+    # aligned=True: pixel centres at +0.5 as in PIL; sampling_ratio -1: enough samples per output pixel to average
+    # the box (an antialiasing box filter) where a box is larger than the output.
+    return roi_align(x.float(), rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def eval_frame(x: torch.Tensor, view: View) -> torch.Tensor:
+    """A photo stored as its centre square: the view's centre crop (timm's eval transform where the square was
+    stored for this view; otherwise the crop that keeps the view's crop_pct, then a resize)."""
+    side = x.shape[-1]
+    crop = view.size if side == view.frame.side else min(side, round(side * view.crop_pct))
+    return centre_crop(x, crop)
+
+
+def augment(images: torch.Tensor, view: View, draws: Optional[Draws] = None, framed: bool = False) -> torch.Tensor:
+    """uint8 [B,3,H,W] -> float model input: crop (pad-and-crop, random-resized, or the eval frame of a photo stored
+    as its centre square) and flip at the source size, then resize and normalise."""
+    d = draws or Draws()
     x = images
-    if crop is not None and crop_pad:
-        x = random_crop(x, crop.to(x.device), crop_pad)
-    if flip is not None:
-        x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    if d.crop is not None and d.crop_pad:
+        x = random_crop(x, d.crop.to(x.device), d.crop_pad)
+    if d.boxes is not None:
+        x = resized_crops(x, d.boxes, view.size)
+    elif framed:
+        x = eval_frame(x, view)
+    if d.flip is not None:
+        x = torch.where(d.flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
     return _normalize(_resize(x, view), view)
 
 
-def preprocess(images: torch.Tensor, view: View) -> torch.Tensor:
+def preprocess(images: torch.Tensor, view: View, framed: bool = False) -> torch.Tensor:
     """uint8 [B,3,H,W] -> float model input without augmentation (evaluation)."""
-    return augment(images, view)
+    return augment(images, view, framed=framed)

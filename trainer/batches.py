@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import torch
 from accelerate import Accelerator
 
-from .augment import View, augment
+from .augment import Draws, View, augment
 from .config import TrainConfig
 from .data import SplitData
 
@@ -21,16 +21,48 @@ class EpochPlan:
     order: torch.Tensor  # [N] int64, dataset positions in visiting order
     flip: Optional[torch.Tensor]  # [N] bool, per visiting position
     crop: Optional[torch.Tensor]  # [N, 2] int64 (dy, dx) offsets into the padded image
+    boxes: Optional[torch.Tensor] = None  # [N, 4] float (x1, y1, x2, y2) random-resized-crop boxes
 
 
-def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int) -> EpochPlan:
-    """Draw the epoch's order, flips and crop offsets from a generator seeded by (seed, epoch)."""
+@dataclass(frozen=True)
+class ResizedCrop:
+    """timm's / torchvision's RandomResizedCrop parameters, for images of side x side."""
+
+    side: tuple[int, int]  # (height, width) of the stored images
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+
+def resized_crop_boxes(n: int, rrc: ResizedCrop, g: torch.Generator) -> torch.Tensor:
+    """[n, 4] boxes drawn as torchvision's RandomResizedCrop.get_params draws them (10 tries, then the centre crop
+    clamped to the ratio range), all at once."""
+    h, w = rrc.side
+    area = h * w * torch.empty(n, 10).uniform_(*rrc.scale, generator=g)
+    aspect = torch.exp(torch.empty(n, 10).uniform_(math.log(rrc.ratio[0]), math.log(rrc.ratio[1]), generator=g))
+    cw, ch = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = ok.float().argmax(1, keepdim=True)  # the first try that fits
+    cw, ch, found = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0], ok.any(1)
+    in_ratio = w / h  # the fallback: the whole image, cut to the nearest allowed aspect ratio
+    fw = w if in_ratio <= rrc.ratio[1] else round(h * rrc.ratio[1])
+    fh = h if in_ratio >= rrc.ratio[0] else round(w / rrc.ratio[0])
+    cw, ch = torch.where(found, cw, float(fw)), torch.where(found, ch, float(fh))
+    u = torch.rand(n, 2, generator=g)
+    top = torch.where(found, (u[:, 0] * (h - ch + 1)).floor(), ((h - ch) / 2).floor())
+    left = torch.where(found, (u[:, 1] * (w - cw + 1)).floor(), ((w - cw) / 2).floor())
+    return torch.stack([left, top, left + cw, top + ch], dim=1)
+
+
+def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int,
+               rrc: Optional[ResizedCrop] = None) -> EpochPlan:
+    """Draw the epoch's order, flips, crop offsets and resized-crop boxes from a generator seeded by (seed, epoch)."""
     # A fresh generator per epoch makes a resumed run replay exactly the stream a run left alone would see.
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g)
     flips = torch.rand(n, generator=g) < 0.5 if flip else None
     crop = torch.randint(0, 2 * crop_pad + 1, (n, 2), generator=g) if crop_pad else None
-    return EpochPlan(order, flips, crop)
+    boxes = resized_crop_boxes(n, rrc, g) if rrc is not None else None  # drawn last: other streams stay as they were
+    return EpochPlan(order, flips, crop, boxes)
 
 
 def padded_positions(n: int, world: int) -> torch.Tensor:
@@ -50,6 +82,13 @@ def epoch_slices(n: int, batch_size: int, world: int, rank: int) -> list[tuple[i
     return out
 
 
+def resized_crop(cfg: TrainConfig, split: SplitData) -> Optional[ResizedCrop]:
+    """The run's random-resized-crop parameters for this split's images, if it asked for the augmentation."""
+    if not cfg.random_resized_crop:
+        return None
+    return ResizedCrop(split.images.shape[2:4], tuple(cfg.scale), tuple(cfg.ratio))  # type: ignore[arg-type]
+
+
 def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
     """Optimizer steps in one epoch."""
     return math.ceil(len(epoch_slices(n, cfg.batch_size, world, 0)) / cfg.grad_accum)
@@ -62,9 +101,8 @@ class Batch:
     images: torch.Tensor  # uint8 [B,3,H,W] on the device, before augmentation
     labels: torch.Tensor
     index: torch.Tensor  # rows of the train split, for per-image caches
-    flip: Optional[torch.Tensor]
-    crop: Optional[torch.Tensor]
-    crop_pad: int
+    draws: Draws  # its augmentation, from the epoch plan
+    framed: bool  # images are photos stored as their centre square (see augment.eval_frame)
     inputs: torch.Tensor  # the augmented, normalised view of the run's model
 
 
@@ -84,13 +122,13 @@ class EpochBatches:
 
     def __init__(self, split: SplitData, view: View, cfg: TrainConfig, accelerator: Accelerator, epoch: int):
         n, world, device = len(split), accelerator.num_processes, accelerator.device
-        plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop)
+        plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop, resized_crop(cfg, split))
         padded = padded_positions(n, world)
         self.order = plan.order[padded].to(device)
         # The store's own copy of the order (a CPU one for stores off the device): no host-device copy per step.
         self.store_order = self.order.to(split.images.index_device)
-        self.flip = plan.flip[padded].to(device) if plan.flip is not None else None
-        self.crop = plan.crop[padded].to(device) if plan.crop is not None else None
+        self.flip, self.crop, self.boxes = (t[padded].to(device) if t is not None else None
+                                            for t in (plan.flip, plan.crop, plan.boxes))
         self.slices = epoch_slices(n, cfg.batch_size, world, accelerator.process_index)
         self.split, self.view, self.cfg = split, view, cfg
 
@@ -105,11 +143,11 @@ class EpochBatches:
             if micro + 1 < count:  # the plan knows the next rows: a store off the device starts fetching them now
                 store.prefetch(self.store_order[slice(*self.slices[micro + 1])])
             idx = self.order[lo:hi]
-            flip = self.flip[lo:hi] if self.flip is not None else None
-            crop = self.crop[lo:hi] if self.crop is not None else None
+            flip, crop, boxes = (t[lo:hi] if t is not None else None for t in (self.flip, self.crop, self.boxes))
+            draws = Draws(flip, crop, self.cfg.random_crop, boxes)
             images, labels = store.rows(self.store_order[lo:hi]), self.split.labels[idx]
-            inputs = augment(images, self.view, flip, crop, self.cfg.random_crop)
+            inputs = augment(images, self.view, draws, self.split.framed)
             group_start = micro - micro % accum
             group = min(accum, count - group_start)
             yield MicroStep(micro, count, group, micro == group_start + group - 1,
-                            Batch(images, labels, idx, flip, crop, self.cfg.random_crop, inputs))
+                            Batch(images, labels, idx, draws, self.split.framed, inputs))

@@ -93,16 +93,17 @@ def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters
 def end_to_end(model: torch.nn.Module, view: View, dataset: str, device: torch.device, batch_size: int, precision: str,
                split: str = "test", limit: int = 2000) -> float:
     """Images per second through the real eval input pipeline (decoded images -> resize -> model)."""
-    images = load_eval_split(dataset, split, cache_dir=default_cache_dir())[0].images.span(0, limit).to(device)
+    data, _ = load_eval_split(dataset, split, frame=view.frame, cache_dir=default_cache_dir())
+    images = data.images.span(0, limit).to(device)
     autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
                 else nullcontext())
     model = model.to(device).eval()
     with torch.inference_mode(), autocast:
-        model(preprocess(images[:batch_size], view))  # warm-up
+        model(preprocess(images[:batch_size], view, data.framed))  # warm-up
         _sync(device)
         start = time.perf_counter()
         for i in range(0, images.shape[0], batch_size):
-            model(preprocess(images[i:i + batch_size], view)).argmax(-1)
+            model(preprocess(images[i:i + batch_size], view, data.framed)).argmax(-1)
         _sync(device)
     return images.shape[0] / (time.perf_counter() - start)
 

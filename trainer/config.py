@@ -21,7 +21,7 @@ class Opt:
     check: Optional[Callable[[Any], bool]] = None  # range check; None values are never checked
     rule: str = ""  # what check wants, as in "--epochs must be {rule}, got 0"
     choices: Optional[Sequence[str]] = None
-    metavar: Optional[str] = None
+    metavar: Optional[str | tuple[str, ...]] = None
     nargs: Optional[str] = None
     kd_only: bool = False  # only train_kd.py has it
     required: bool = False
@@ -67,6 +67,14 @@ class TrainConfig:
     flip: bool = _data(True, "disable random horizontal flips")
     random_crop: int = _data(0, "random crop after reflect-padding PAD pixels at the source resolution (0: off)",
                             metavar="PAD", check=lambda v: v >= 0, rule=">= 0 pixels")
+    random_resized_crop: bool = _data(False, "timm's RandomResizedCrop (boxes drawn by the epoch plan, cut and resized "
+                                             "on the device): the augmentation photo datasets are trained with")
+    scale: list = _data([0.08, 1.0], "--random-resized-crop: range of the box's area, as a fraction of the image's",
+                        nargs=2, parse=float, metavar=("MIN", "MAX"), check=lambda v: 0 < v[0] <= v[1] <= 1,
+                        rule="two fractions 0 < MIN <= MAX <= 1")
+    ratio: list = _data([3 / 4, 4 / 3], "--random-resized-crop: range of the box's aspect ratio (width / height)",
+                        nargs=2, parse=float, metavar=("MIN", "MAX"), check=lambda v: 0 < v[0] <= v[1],
+                        rule="two ratios 0 < MIN <= MAX")
 
     model: str = _model("vit_base_patch16_224", "any timm model name, or name.tag")
     img_size: Optional[int] = _model(None, "model input size (default: the model's own)", parse=int,
@@ -143,7 +151,7 @@ def build_parser(kd: bool = False, prog: Optional[str] = None) -> OneLineParser:
             g.add_argument(flag(("no_" if default else "") + f.name), dest=f.name, help=o.help,
                            action="store_false" if default else "store_true")
             continue
-        g.add_argument(flag(f.name), dest=f.name, default=[] if o.nargs else default, help=o.help,
+        g.add_argument(flag(f.name), dest=f.name, default=[] if o.nargs == "*" else default, help=o.help,
                        type=o.parse or type(default), choices=o.choices, metavar=o.metavar, nargs=o.nargs,
                        **({"required": True} if o.required and kd else {}))
     return p
@@ -179,6 +187,9 @@ def validate(cfg: TrainConfig) -> None:
             _require(o.check(value), f"{flag(f.name)} must be {o.rule}, got {value}")
     _require(not (cfg.pretrained and cfg.pretrained_file),
              "--pretrained and --pretrained-file exclude each other: pick the hub weights or the local file")
-    _require(not (cfg.teacher_cache and cfg.random_crop),
-             "--teacher-cache needs a finite set of views (flip / no flip): drop --random-crop or --teacher-cache")
+    _require(not (cfg.teacher_cache and (cfg.random_crop or cfg.random_resized_crop)),
+             "--teacher-cache needs a finite set of views (flip / no flip): drop --random-crop / --random-resized-crop "
+             "or --teacher-cache")
+    _require(not (cfg.random_crop and cfg.random_resized_crop),
+             "--random-crop and --random-resized-crop exclude each other: pick one crop")
     _require(not os.path.isfile(cfg.output_dir), f"--output-dir {cfg.output_dir} is a file: pass a folder path")

@@ -11,6 +11,7 @@ import datasets
 import numpy as np
 import torch
 
+from .augment import Frame
 from .decode import cached_rows, decode_to_file, image_shape
 from .errors import UsageError
 from .stores import CPU, DiskStore, Store
@@ -26,6 +27,7 @@ class SplitData:
     labels: torch.Tensor
     indices: np.ndarray  # rows of the source split, for provenance
     key: str = ""  # identity of these rows of this dataset version at this size (the decode cache's key)
+    framed: bool = False  # photos stored as their centre squares (augment.eval_frame), not as they are
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -149,21 +151,26 @@ def default_cache_dir() -> str:
     return os.environ.get("VIT_TRAINER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vit_trainer"))
 
 
-def selection_key(fingerprint: str, split: str, image_column: str, indices: np.ndarray, size: Optional[int]) -> str:
-    """A digest naming the chosen rows of one dataset version, decoded at one size."""
-    key = hashlib.sha1(json.dumps([CACHE_VERSION, fingerprint, split, image_column, size]).encode())
+def selection_key(fingerprint: str, split: str, image_column: str, indices: np.ndarray, frame: Optional[Frame]) -> str:
+    """A digest naming the chosen rows of one dataset version, decoded for one input frame (size, crop_pct)."""
+    framing = [frame.size, frame.crop_pct] if frame is not None else None
+    key = hashlib.sha1(json.dumps([CACHE_VERSION, fingerprint, split, image_column, framing]).encode())
     key.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
     return key.hexdigest()[:20]
 
 
-def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: np.ndarray, size: Optional[int],
-                  cache_dir: str, progress: bool = True, workers: int = 0) -> str:
-    """The decode cache file of these rows: found complete, or decoded now (damaged files are decoded again)."""
-    path = os.path.join(cache_dir, f"{split}-{selection_key(ds._fingerprint, split, image_column, indices, size)}.npy")
-    if cached_rows(path, len(indices)) is None:
-        decode_to_file(ds, image_column, indices, image_shape(ds, image_column, indices, size), path, workers,
-                       progress)
-    return path
+def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: np.ndarray, frame: Optional[Frame],
+                  cache_dir: str, progress: bool = True, workers: int = 0) -> tuple[str, bool]:
+    """(decode cache file, framed) of these rows: found complete, or decoded now (damaged files are decoded again)."""
+    stem = os.path.join(cache_dir, f"{split}-{selection_key(ds._fingerprint, split, image_column, indices, frame)}")
+    for path, framed in ((f"{stem}.npy", False), (f"{stem}.framed.npy", True)):
+        if cached_rows(path, len(indices)) is not None:
+            return path, framed
+    shape, framed = image_shape(ds, image_column, indices, frame.side if frame is not None else None)
+    path = f"{stem}.framed.npy" if framed else f"{stem}.npy"
+    decode_to_file(ds, image_column, indices, shape, path, workers, progress,
+                   frame_size=frame.size if framed and frame is not None else None)
+    return path, framed
 
 
 def _labels_of(ds: datasets.Dataset, column: str) -> np.ndarray:
@@ -181,13 +188,13 @@ class _Source:
     label_column: str
     names: list[str]
 
-    def decoded(self, per_class: Optional[int], seed: int, flag: str, size: Optional[int], cache_dir: str,
+    def decoded(self, per_class: Optional[int], seed: int, flag: str, frame: Optional[Frame], cache_dir: str,
                 progress: bool) -> SplitData:
         """Exactly per_class rows of each class (None: all), decoded through the cache, on the disk store."""
         idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
-        path = decode_cached(self.ds, self.split, self.image_column, idx, size, cache_dir, progress)
-        key = selection_key(self.ds._fingerprint, self.split, self.image_column, idx, size)
-        return SplitData(DiskStore(path, CPU), torch.from_numpy(self.labels[idx]), idx, key)
+        path, framed = decode_cached(self.ds, self.split, self.image_column, idx, frame, cache_dir, progress)
+        key = selection_key(self.ds._fingerprint, self.split, self.image_column, idx, frame)
+        return SplitData(DiskStore(path, CPU), torch.from_numpy(self.labels[idx]), idx, key, framed)
 
 
 def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: Optional[str],
@@ -209,24 +216,24 @@ def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: 
 def load_data(dataset: str, train_split: str = "train", eval_split: str = "test", *,
               image_column: Optional[str] = None, label_column: Optional[str] = None,
               samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
-              seed: int = 0, size: Optional[int] = None, cache_dir: Optional[str] = None,
+              seed: int = 0, frame: Optional[Frame] = None, cache_dir: Optional[str] = None,
               dataset_config: Optional[str] = None, progress: bool = False) -> DataBundle:
     """Open the dataset, check it, choose the rows, and decode both splits into the cache (progress: a bar)."""
     train, test = _open_splits(dataset, [(train_split, "--train-split"), (eval_split, "--eval-split")], image_column,
                                label_column, dataset_config)
     cache_dir = cache_dir or default_cache_dir()
     # The eval selection uses a different stream from the train one, so that the two never line up by accident.
-    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", size, cache_dir, progress),
-                      test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size, cache_dir,
+    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", frame, cache_dir, progress),
+                      test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", frame, cache_dir,
                                    progress),
                       train.names, train.image_column, train.label_column, train.ds._fingerprint)
 
 
 def load_eval_split(dataset: str, eval_split: str = "test", *, image_column: Optional[str] = None,
                     label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = None, seed: int = 0,
-                    size: Optional[int] = None, cache_dir: Optional[str] = None,
+                    frame: Optional[Frame] = None, cache_dir: Optional[str] = None,
                     dataset_config: Optional[str] = None) -> tuple[SplitData, list[str]]:
     """One split to evaluate on, chosen as load_data chooses its eval split, and the class names."""
     (source,) = _open_splits(dataset, [(eval_split, "--eval-split")], image_column, label_column, dataset_config)
-    return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", size,
+    return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", frame,
                           cache_dir or default_cache_dir(), False), source.names

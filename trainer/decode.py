@@ -12,7 +12,9 @@ from typing import Any, Optional
 
 import datasets
 import numpy as np
+import torchvision.transforms.functional as TF
 from PIL import Image
+from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
 from .errors import UsageError
@@ -30,35 +32,49 @@ def _open(item: dict[str, Any]) -> Image.Image:
     return Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
 
 
-def image_shape(ds: datasets.Dataset, column: str, indices: np.ndarray, size: Optional[int]) -> tuple[int, int, int]:
-    """(3, H, W) of the stored images: their own size when all share one, else size x size (headers only)."""
+def image_shape(ds: datasets.Dataset, column: str, indices: np.ndarray,
+                framed_side: Optional[int]) -> tuple[tuple[int, int, int], bool]:
+    """((3, H, W), framed) of the stored images, from their headers: square images of one size are stored as they
+    are; photos (several sizes, or not square) as their centre square of side framed_side (timm's eval resize)."""
     raw = _encoded(ds, column).select_columns([column])
     sizes: set[tuple[int, int]] = set()
     for start in range(0, len(indices), 256):  # PIL reads only the header until the pixels are asked for
         sizes.update(_open(item).size for item in raw.select(indices[start:start + 256].tolist())[column])
         if len(sizes) > 1:
             break
-    if len(sizes) > 1:
-        if size is None:
-            raise UsageError("images have different sizes: pass --img-size so they can be resized on decoding")
-        return 3, size, size
-    (w, h), = sizes if sizes else {(size or 1, size or 1)}
-    return 3, h, w
+    (w, h) = next(iter(sizes)) if sizes else (1, 1)
+    if len(sizes) == 1 and w == h:
+        return (3, h, w), False
+    if framed_side is None:
+        raise UsageError("images have different sizes or are not square: pass --img-size (a model input size) so "
+                         "that they can be stored as their centre squares")
+    return (3, framed_side, framed_side), True
 
 
-def _set_job(ds: datasets.Dataset, column: str, rows: np.ndarray, path: str) -> None:
-    _JOB.update(ds=ds, column=column, rows=rows, path=path)
+def _set_job(ds: datasets.Dataset, column: str, rows: np.ndarray, path: str, size: Optional[int]) -> None:
+    _JOB.update(ds=ds, column=column, rows=rows, path=path, size=size)
+
+
+def frame(image: Image.Image, side: int, size: int) -> Image.Image:
+    """The side x side square of a photo that timm's eval transform (resize the shorter side to side, centre-crop
+    size) would cut its crop from, placed so that centre-cropping size from it gives exactly timm's pixels."""
+    image = TF.resize(image, side, interpolation=InterpolationMode.BICUBIC)  # what timm's Resize(side) does
+    w, h = image.size
+
+    def offset(extent: int) -> int:  # torchvision's CenterCrop rounding, on the whole image and on the square
+        return min(max(int(round((extent - size) / 2.0)) - int(round((side - size) / 2.0)), 0), extent - side)
+
+    return image.crop((offset(w), offset(h), offset(w) + side, offset(h) + side))
 
 
 def _decode_chunk(start: int, stop: int) -> int:
     """Decode rows [start, stop) of the job into the cache file (runs in a worker, or in the caller)."""
-    ds, column, rows, path = _JOB["ds"], _JOB["column"], _JOB["rows"], _JOB["path"]
+    ds, column, rows, path, size = _JOB["ds"], _JOB["column"], _JOB["rows"], _JOB["path"], _JOB["size"]
     out = np.load(path, mmap_mode="r+")
-    h, w = out.shape[2:]
     for k, item in enumerate(ds.select(rows[start:stop].tolist())[column]):
         image = _open(item).convert("RGB")
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BICUBIC)
+        if size is not None:
+            image = frame(image, out.shape[2], size)
         out[start + k] = np.asarray(image).transpose(2, 0, 1)
     out.flush()
     return stop - start
@@ -80,13 +96,14 @@ def _check_room(folder: str, need: int) -> None:
 
 
 def decode_to_file(ds: datasets.Dataset, column: str, indices: np.ndarray, shape: tuple[int, int, int], path: str,
-                   workers: int = 0, progress: bool = True, chunk: int = CHUNK) -> str:
-    """Write the decoded rows to `path` (.npy, written under a temporary name, then renamed); return path."""
+                   workers: int = 0, progress: bool = True, chunk: int = CHUNK, frame_size: Optional[int] = None) -> str:
+    """Write the decoded rows to `path` (.npy, written under a temporary name, then renamed); return path.
+    frame_size: store photos as the centre squares of side shape[-1] that this eval crop size is cut from."""
     need = len(indices) * int(np.prod(shape))
     _check_room(os.path.dirname(os.path.abspath(path)), need)
     tmp = f"{path}.tmp{os.getpid()}.npy"
     np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(indices), *shape)).flush()
-    job = (_encoded(ds, column), column, np.asarray(indices), tmp)
+    job = (_encoded(ds, column), column, np.asarray(indices), tmp, frame_size)
     chunks = [(s, min(s + chunk, len(indices))) for s in range(0, len(indices), chunk)]
     workers = workers or default_workers()
     bar = tqdm(total=len(indices), desc="decoding", unit="img", disable=not progress, leave=False, dynamic_ncols=True)

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from .augment import View, augment
 from .batches import Batch, plan_epoch
 from .config import TrainConfig
+from .data import SplitData
 from .errors import UsageError
 from .inference import EvalResult, predict_logits, reference_predictions
 from .metrics import RunLog
 from .models import load_run, num_classes, run_view
 from .run import Run
 from .run_folder import file_digest, resolve_run
-from .stores import Store
 from .tasks import Classification, StepOutput
 
 
@@ -97,20 +97,20 @@ class Distillation(Classification):
         key.update(data.train.indices.tobytes())
         self.cache_key = key.hexdigest()[:16]
         if cfg.teacher_cache:
-            self.cache = self._fill_cache(data.train.images, eval_bs)
+            self.cache = self._fill_cache(data.train, eval_bs)
 
-    def _fill_cache(self, images: Store, batch_size: int) -> torch.Tensor:
+    def _fill_cache(self, split: SplitData, batch_size: int) -> torch.Tensor:
         """[N, views, K] teacher logits of exactly the pairs the run visits, once each; NaN elsewhere."""
         assert self.teacher is not None and self.view is not None and self.accelerator is not None
-        used = visited_views(len(images), self.cfg)
+        used = visited_views(len(split), self.cfg)
         # Short runs do not visit both views of every image: at 1 epoch the cache costs one pass, not two,
         # so it never does more teacher forwards than the online teacher. NaN makes a wrong lookup loud.
-        cache = torch.full((*used.shape, num_classes(self.teacher)), float("nan"), device=images.device)
+        cache = torch.full((*used.shape, num_classes(self.teacher)), float("nan"), device=split.images.device)
         for v in range(used.shape[1]):
             rows = used[:, v].nonzero().squeeze(1)
             if rows.numel():
-                cache[rows, v] = predict_logits(self.teacher, images, self.view, self.accelerator, batch_size,
-                                                flip=bool(v), rows=rows)
+                cache[rows, v] = predict_logits(self.teacher, split, self.view, self.accelerator, batch_size,
+                                                flip=bool(v), rows=rows).to(cache.device)
         self.cache_forwards = int(used.sum())
         return cache
 
@@ -125,10 +125,10 @@ class Distillation(Classification):
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
         """The teacher's logits for the student's augmented batch: from the cache, or computed now."""
         if self.cache is not None:
-            view = batch.flip.long() if batch.flip is not None else torch.zeros_like(batch.index)
-            return self.cache[batch.index, view]
+            flip = batch.draws.flip
+            return self.cache[batch.index, flip.long() if flip is not None else torch.zeros_like(batch.index)]
         assert self.teacher is not None and self.view is not None and self.accelerator is not None
-        x = batch.inputs if self.same_view else augment(batch.images, self.view, batch.flip, batch.crop, batch.crop_pad)
+        x = batch.inputs if self.same_view else augment(batch.images, self.view, batch.draws, batch.framed)
         with torch.inference_mode(), self.accelerator.autocast():
             out = self.teacher(x)
         return out.float().clone()  # a normal tensor again, so autograd may save it for the student's backward

@@ -59,7 +59,7 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: Optional[str] = None, datas
         image_column=image_column or targs.get("image_column"), label_column=label_column or targs.get("label_column"),
         eval_samples_per_class=eval_samples_per_class if eval_samples_per_class is not None
         else targs.get("eval_samples_per_class"), seed=seed if seed is not None else targs.get("seed", 0),
-        size=cfg.get("img_size"), cache_dir=cache_dir or default_cache_dir(),
+        frame=run_view(cfg).frame, cache_dir=cache_dir or default_cache_dir(),
         dataset_config=dataset_config or targs.get("dataset_config"))
     if len(names) != cfg["num_classes"]:
         raise UsageError(f"--checkpoint predicts {cfg['num_classes']} classes, the dataset has "

@@ -14,13 +14,12 @@ from accelerate import Accelerator
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .augment import View, augment, preprocess
+from .augment import Draws, View, augment, preprocess
 from .data import SplitData
 from .distributed import gather_shards, reduce_sum, shard_batches
 from .metrics import sum_dtype
 from .models import num_classes
 from .run_folder import EVAL_FILE, atomic_write, file_digest
-from .stores import Store
 
 
 @dataclass
@@ -54,7 +53,7 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator: 
         # parameters inside forward, and every process must take part in every gather.
         images = split.images.span(i, j) if j > i else split.images.span(0, min(1, n))
         with accelerator.autocast():
-            logits = model(preprocess(images, view)).float()
+            logits = model(preprocess(images, view, split.framed)).float()
         if j == i:
             continue
         pred, y = logits.argmax(-1), split.labels[i:j]
@@ -71,10 +70,11 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator: 
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: Store, view: View, accelerator: Accelerator,
+def predict_logits(model: torch.nn.Module, split: SplitData, view: View, accelerator: Accelerator,
                    batch_size: int, flip: bool = False, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Logits of every image, or of `rows` only (optionally mirrored), each process doing its share, gathered in order.
     For a model that is not wrapped (a frozen teacher): processes need not call it equally often."""
+    images = split.images
     n = len(images) if rows is None else rows.numel()
     rows = rows.to(images.index_device) if rows is not None else None
     chunks = [torch.empty(0, num_classes(model), device=images.device)]
@@ -85,7 +85,7 @@ def predict_logits(model: torch.nn.Module, images: Store, view: View, accelerato
         x = images.span(i, j) if rows is None else images.rows(rows[i:j])
         flips = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flip else None
         with torch.inference_mode(), accelerator.autocast():
-            chunks.append(model(augment(x, view, flips)).float())
+            chunks.append(model(augment(x, view, Draws(flip=flips), split.framed)).float())
     # cat outside inference mode: the cache is read by steps whose loss autograd must be able to save.
     return gather_shards(torch.cat(chunks), n, accelerator)
 

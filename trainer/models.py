@@ -121,13 +121,14 @@ def input_view(model: nn.Module, img_size: Optional[int] = None) -> View:
     if size is None:
         patch_embed_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
         size = int(patch_embed_size[0]) if patch_embed_size else int(dc["input_size"][-1])
-    return View(int(size), tuple(dc["mean"]), tuple(dc["std"]), dc.get("interpolation", "bicubic"))
+    return View(int(size), tuple(dc["mean"]), tuple(dc["std"]), dc.get("interpolation", "bicubic"),
+                float(dc.get("crop_pct") or 0.875))
 
 
 def run_view(config: dict) -> View:
     """The input view a run was trained with, from its config.json."""
     return View(int(config["img_size"]), tuple(config["mean"]), tuple(config["std"]),
-                config.get("interpolation", "bicubic"))
+                config.get("interpolation", "bicubic"), float(config.get("crop_pct", 0.875)))
 
 
 def load_run(path: str, what: str = "checkpoint") -> tuple[nn.Module, dict]:

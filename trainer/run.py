@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from .augment import View
+from .augment import Frame, View
 from .config import TrainConfig
 from .data import DataBundle, default_cache_dir, load_data
 from .distributed import main_process_first, make_accelerator
@@ -32,11 +32,11 @@ class Run:
     data_note: str  # one line on which store serves the data, and why
 
 
-def _decode_size(cfg: TrainConfig) -> int:
-    if cfg.img_size:
-        return cfg.img_size
+def _frame(cfg: TrainConfig) -> Frame:
+    """The model's input size and crop_pct before the model exists (photos are stored for them)."""
     pcfg = timm.models.get_pretrained_cfg(cfg.model)
-    return int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224
+    size = cfg.img_size or (int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224)
+    return Frame(size, float(pcfg.crop_pct) if pcfg is not None and pcfg.crop_pct else 0.875)
 
 
 def build_run(cfg: TrainConfig) -> Run:
@@ -52,7 +52,7 @@ def build_run(cfg: TrainConfig) -> Run:
     data = main_process_first(accelerator, lambda: load_data(
         cfg.dataset, cfg.train_split, cfg.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
         samples_per_class=cfg.samples_per_class, eval_samples_per_class=cfg.eval_samples_per_class, seed=cfg.seed,
-        size=_decode_size(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config,
+        frame=_frame(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config,
         progress=cfg.progress and accelerator.is_main_process))
     set_seed(cfg.seed)  # the same initial weights whatever the data step drew
     model, head_note = main_process_first(accelerator, lambda: create_model(

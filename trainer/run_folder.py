@@ -140,4 +140,4 @@ def run_config(cfg: TrainConfig, label_names: list[str], view: View, extra: dict
     """config.json: what timm needs to rebuild the model, and the arguments that trained it."""
     return {"architecture": cfg.model, "num_classes": len(label_names), "label_names": label_names,
             "model_kwargs": cfg.model_kwargs, "img_size": view.size, "mean": list(view.mean), "std": list(view.std),
-            "interpolation": view.interpolation, "training_args": cfg.to_dict(), **extra}
+            "interpolation": view.interpolation, "crop_pct": view.crop_pct, "training_args": cfg.to_dict(), **extra}
