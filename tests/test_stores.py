@@ -104,3 +104,42 @@ def test_decoding_in_two_workers_writes_the_same_file(toy_dataset, tmp_path):
     assert np.array_equal(np.load(one), np.load(two))
     expected = np.stack([np.asarray(ds[int(r)]["img"].convert("RGB")).transpose(2, 0, 1) for r in rows[:5]])
     assert np.array_equal(np.load(two)[:5], expected)
+
+
+class _Logits(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
+@pytest.mark.parametrize("kind", ["host", "disk"])
+def test_training_and_evaluation_read_each_next_batch_ahead(disk, kind, monkeypatch):
+    """After the first batch, every batch a store off the device serves was read on its helper thread while the
+    step before it ran."""
+    import threading
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from trainer.augment import View
+    from trainer.batches import EpochBatches
+    from trainer.config import TrainConfig
+    from trainer.data import SplitData
+    from trainer.inference import evaluate
+
+    store, reference = disk
+    served = serve(store, kind, CPU)
+    readers: list[str] = []
+    read = type(served)._read
+    monkeypatch.setattr(type(served), "_read", lambda self, index, out: (readers.append(
+        threading.current_thread().name), read(self, index, out))[1])
+    split = SplitData(served, torch.arange(37) % 3, np.arange(37), "k")
+    view = View(8, (0.5,) * 3, (0.5,) * 3)
+    batches = EpochBatches(split, view, TrainConfig(batch_size=5), SimpleNamespace(
+        num_processes=1, process_index=0, device=CPU), epoch=0)
+    seen = [micro.batch.images for micro in batches.starting_at(0)]
+    assert torch.equal(torch.cat(seen), reference[batches.order])  # the plan's rows, in its order
+    assert readers[0] == "MainThread" and all(r.startswith(f"{kind}-store") for r in readers[1:len(seen)])
+    readers.clear()
+    res = evaluate(_Logits(), split, view, Accelerator(cpu=True), batch_size=8)
+    assert res.num_samples == 37 and len(readers) == 5
+    assert readers[0] == "MainThread" and all(r.startswith(f"{kind}-store") for r in readers[1:])

@@ -140,12 +140,12 @@ class EpochBatches:
         accum, count, store = self.cfg.grad_accum, len(self.slices), self.split.images
         for micro in range(first, count):
             lo, hi = self.slices[micro]
-            if micro + 1 < count:  # the plan knows the next rows: a store off the device starts fetching them now
-                store.prefetch(self.store_order[slice(*self.slices[micro + 1])])
             idx = self.order[lo:hi]
             flip, crop, boxes = (t[lo:hi] if t is not None else None for t in (self.flip, self.crop, self.boxes))
             draws = Draws(flip, crop, self.cfg.random_crop, boxes)
             images, labels = store.rows(self.store_order[lo:hi]), self.split.labels[idx]
+            if micro + 1 < count:  # the plan knows the next rows: a store off the device fetches them meanwhile
+                store.prefetch(self.store_order[slice(*self.slices[micro + 1])])
             inputs = augment(images, self.view, draws, self.split.framed)
             group_start = micro - micro % accum
             group = min(accum, count - group_start)

@@ -47,11 +47,11 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator: 
     start = time.perf_counter()
     batches = shard_batches(n, batch_size, accelerator)
     for k, (i, j) in enumerate(batches):
-        if k + 1 < len(batches) and batches[k + 1][1] > batches[k + 1][0]:
-            split.images.prefetch(torch.arange(*batches[k + 1], device=split.images.index_device))
         # A process whose share ran out still calls the model (on one row, discarded): FSDP gathers
         # parameters inside forward, and every process must take part in every gather.
         images = split.images.span(i, j) if j > i else split.images.span(0, min(1, n))
+        if k + 1 < len(batches) and batches[k + 1][1] > batches[k + 1][0]:
+            split.images.prefetch(torch.arange(*batches[k + 1], device=split.images.index_device))
         with accelerator.autocast():
             logits = model(preprocess(images, view, split.framed)).float()
         if j == i:
