@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from trainer.augment import Draws, View, augment  # noqa: E402
 from trainer.batches import plan_epoch  # noqa: E402
 from trainer.data import decode_cached, find_columns, get_split, open_dataset  # noqa: E402
+from trainer.stores import DiskStore, serve  # noqa: E402
 
 VIEW = View(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 
@@ -68,14 +69,14 @@ def ours(ds, image_column: str, indices: np.ndarray, batch_size: int, epochs: in
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as fresh:  # cache_dir None: decode now, into a cache nobody reuses
         path, _ = decode_cached(ds, "train", image_column, indices, None, cache_dir or fresh, progress=False)
-        images = torch.from_numpy(np.load(path)).to(device)
-    n = images.shape[0]
+        images = serve(DiskStore(path, device), "device", device)  # the trainer's default store
+    n = len(images)
     for epoch in range(epochs):
         plan = plan_epoch(n, 0, epoch, flip=True, crop_pad=0)
         order, flips = plan.order.to(device), plan.flip.to(device)
         for lo in range(0, n, batch_size):
             idx = order[lo:lo + batch_size]
-            batch = images[idx]
+            batch = images.rows(idx)
             if augment_on_device:
                 augment(batch, VIEW, Draws(flip=flips[lo:lo + batch_size]))
     sync()

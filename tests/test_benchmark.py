@@ -51,3 +51,12 @@ def test_training_flops_match_the_vit_formula():
     got = train_flops_per_image(model, size, torch.device("cpu"))
     assert got == pytest.approx(2 * macs, rel=1e-3)
     assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))  # restored
+
+
+def test_end_to_end_reads_the_eval_split_through_a_store(toy_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIT_TRAINER_CACHE", str(tmp_path))
+    out = benchmark.main(["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8",
+                          "depth=1", "--batch-size", "16", "--device", "cpu", "--warmup", "1", "--iters", "2",
+                          "--no-latency", "--dataset", str(toy_dataset)])
+    assert out["end_to_end_images_per_s"] > 0 and "cpu_latency_ms_bs1" not in out
+    assert len([p for p in tmp_path.iterdir() if p.suffix == ".npy"]) == 1  # the eval split, decoded once

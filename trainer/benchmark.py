@@ -20,6 +20,7 @@ from .augment import View, preprocess
 from .data import default_cache_dir, load_eval_split
 from .errors import UsageError, exit_on_usage_error
 from .models import count_params, create_model, input_view, load_run, run_view
+from .placement import place_splits
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -92,20 +93,21 @@ def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters
 
 def end_to_end(model: torch.nn.Module, view: View, dataset: str, device: torch.device, batch_size: int, precision: str,
                split: str = "test", limit: int = 2000) -> float:
-    """Images per second through the real eval input pipeline (decoded images -> resize -> model)."""
+    """Images per second through the real eval input pipeline (the store's batches -> frame/resize -> model)."""
     data, _ = load_eval_split(dataset, split, frame=view.frame, cache_dir=default_cache_dir())
-    images = data.images.span(0, limit).to(device)
+    place_splits([data], "auto", device)
+    n = min(limit, len(data))
     autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
                 else nullcontext())
     model = model.to(device).eval()
     with torch.inference_mode(), autocast:
-        model(preprocess(images[:batch_size], view, data.framed))  # warm-up
+        model(preprocess(data.images.span(0, min(batch_size, n)), view, data.framed))  # warm-up
         _sync(device)
         start = time.perf_counter()
-        for i in range(0, images.shape[0], batch_size):
-            model(preprocess(images[i:i + batch_size], view, data.framed)).argmax(-1)
+        for i in range(0, n, batch_size):
+            model(preprocess(data.images.span(i, min(i + batch_size, n)), view, data.framed)).argmax(-1)
         _sync(device)
-    return images.shape[0] / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start)
 
 
 def build_parser() -> OneLineParser:
