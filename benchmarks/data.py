@@ -213,6 +213,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=10000, help="N: the decode measurements use N and 2N photos")
     p.add_argument("--repeats", type=int, default=2, help="interleaved store runs; the fastest of each is kept")
+    p.add_argument("--parts", default="decode,stores,share", help="which measurements (comma-separated)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--decode-child", nargs=4, metavar=("DATASET", "N", "WORKERS", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -226,19 +227,23 @@ def main() -> None:
         start = time.perf_counter()
         photos = build_photos(os.path.join(tmp, "photos"), 2 * n)
         result["build_s"] = round(time.perf_counter() - start, 1)
-        one, two = (_child_json("--decode-child", photos, str(k), "1", os.path.join(tmp, f"d{k}.npy"))
-                    for k in (n, 2 * n))
-        parallel = _child_json("--decode-child", photos, str(n), "2", os.path.join(tmp, "p.npy"))
-        result.update(decode_peak_rss_anon_mb={"N": round(one["peak_rss_anon"] / 1e6),
-                                               "2N": round(two["peak_rss_anon"] / 1e6)},
-                      decode_private_growth=round(two["peak_rss_anon"] / one["peak_rss_anon"], 3),
-                      decode_1_worker_images_per_s=round(n / one["seconds"], 1),
-                      decode_2_workers_images_per_s=round(n / parallel["seconds"], 1),
-                      decode_speedup_2_workers=round(one["seconds"] / parallel["seconds"], 3))
-        result.update(decoders(photos))
+        parts = args.parts.split(",")
+        if "decode" in parts:
+            one, two = (_child_json("--decode-child", photos, str(k), "1", os.path.join(tmp, f"d{k}.npy"))
+                        for k in (n, 2 * n))
+            parallel = _child_json("--decode-child", photos, str(n), "2", os.path.join(tmp, "p.npy"))
+            result.update(decode_peak_rss_anon_mb={"N": round(one["peak_rss_anon"] / 1e6),
+                                                   "2N": round(two["peak_rss_anon"] / 1e6)},
+                          decode_private_growth=round(two["peak_rss_anon"] / one["peak_rss_anon"], 3),
+                          decode_1_worker_images_per_s=round(n / one["seconds"], 1),
+                          decode_2_workers_images_per_s=round(n / parallel["seconds"], 1),
+                          decode_speedup_2_workers=round(one["seconds"] / parallel["seconds"], 3))
+            result.update(decoders(photos))
         cache = os.path.join(tmp, "cache")
-        result.update(store_throughput(photos, cache, args.repeats, min(200, n // 10)))
-        result.update(private_share(photos, cache, n // 10, tmp))
+        if "stores" in parts:
+            result.update(store_throughput(photos, cache, args.repeats, min(200, n // 10)))
+        if "share" in parts:
+            result.update(private_share(photos, cache, n // 10, tmp))
     print(json.dumps(result))
 
 
