@@ -9,8 +9,9 @@ Last stdout line, one JSON object:
 - decode_pil_images_per_s / decode_torchvision_images_per_s: the two JPEG decoders on the same photos;
 - host_vs_device, disk_vs_device: training images/s of the same run served by each store, over the device store's
   (fastest of --repeats interleaved runs);
-- disk_private_share (device_private_share for contrast): private memory of each of two torchrun processes beyond
-  that of the same run on a 100-image split, over the decoded split's size (the larger of the two processes).
+- disk_private_share (device_private_share for contrast): private memory of each of two torchrun processes training
+  one epoch on N photos, beyond that of the same run on a 100-image split for as many steps, over the decoded split's
+  size (the larger of the two processes).
 """
 from __future__ import annotations
 
@@ -175,12 +176,12 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def two_process_peaks(dataset: str, cache: str, per_class: int, data_on: str, out: str) -> list[int]:
-    """Peak RssAnon of each of the two torchrun workers of a 1-epoch run."""
+def two_process_peaks(dataset: str, cache: str, per_class: int, data_on: str, out: str, epochs: int = 1) -> list[int]:
+    """Peak RssAnon of each of the two torchrun workers of a run."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", os.path.join(ROOT, "train_cls.py"), "--model", "vit_tiny_patch16_224",
            "--img-size", "64", "--model-kwargs", "patch_size=8", "depth=1", "--dataset", dataset, "--cache-dir", cache,
-           "--samples-per-class", str(per_class), "--eval-samples-per-class", "10", "--epochs", "1",
+           "--samples-per-class", str(per_class), "--eval-samples-per-class", "10", "--epochs", str(epochs),
            "--batch-size", "32", "--log-every", "0", "--no-progress", "--output-dir", out, "--overwrite",
            "--data-on", data_on]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -203,7 +204,9 @@ def private_share(dataset: str, cache: str, per_class: int, tmp: str) -> dict:
     out: dict = {"two_process_decoded_bytes": decoded}
     for data_on in ("disk", "device"):
         big = two_process_peaks(dataset, cache, per_class, data_on, os.path.join(tmp, "big"))
-        small = two_process_peaks(dataset, cache, 10, data_on, os.path.join(tmp, "small"))
+        # As many optimizer steps on 100 images as on the big split: what grows with the steps (the allocator's
+        # heap) is the same on both sides, what grows with the split is the difference.
+        small = two_process_peaks(dataset, cache, 10, data_on, os.path.join(tmp, "small"), epochs=per_class // 10)
         out[f"{data_on}_private_share"] = round(max(b - s for b, s in zip(big, small, strict=True)) / decoded, 3)
         out[f"{data_on}_peak_rss_anon_mb"] = [round(b / 1e6) for b in big]
     return out
