@@ -105,3 +105,22 @@ def test_photos_train_with_random_resized_crops_and_resume_exactly(photo_dataset
     assert resumed["final"] == ref["final"]
     a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_split_that_starts_square_and_turns_mixed_is_stored_framed(tmp_path):
+    """The first image decides how a split is decoded and every other one is checked: a late odd size restarts it."""
+    import numpy as np
+    from PIL import Image
+
+    from trainer.errors import UsageError
+
+    sizes = [(40, 40)] * 5 + [(40, 52)]
+    images = [Image.fromarray(np.full((h, w, 3), 10 * k, dtype=np.uint8)) for k, (h, w) in enumerate(sizes)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    ds = datasets.Dataset.from_dict({"image": images, "label": [0, 1] * 3}, features=features)
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "late"))
+    data = load_data(str(tmp_path / "late"), frame=Frame(32, 0.9), cache_dir=str(tmp_path / "cache"))
+    assert data.train.framed and data.train.images.shape == (6, 3, 35, 35)
+    assert not [p for p in (tmp_path / "cache").iterdir() if "tmp" in p.name]  # the first attempt left nothing
+    with pytest.raises(UsageError, match="pass --img-size"):
+        load_data(str(tmp_path / "late"), cache_dir=str(tmp_path / "cache2"))

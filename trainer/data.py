@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .augment import Frame
-from .decode import cached_rows, decode_to_file, image_shape
+from .decode import NotOneSize, cached_rows, decode_to_file, first_shape
 from .errors import UsageError
 from .stores import CPU, DiskStore, Store
 
@@ -166,11 +166,19 @@ def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: 
     for path, framed in ((f"{stem}.npy", False), (f"{stem}.framed.npy", True)):
         if cached_rows(path, len(indices)) is not None:
             return path, framed
-    shape, framed = image_shape(ds, image_column, indices, frame.side if frame is not None else None)
-    path = f"{stem}.framed.npy" if framed else f"{stem}.npy"
-    decode_to_file(ds, image_column, indices, shape, path, workers, progress,
-                   frame_size=frame.size if framed and frame is not None else None)
-    return path, framed
+    # Square images of one size (CIFAR) are stored as they are; photos (several sizes, or not square) as the centre
+    # squares timm's eval transform crops from. The first image decides, and decoding checks every other one.
+    h, w = first_shape(ds, image_column, indices)
+    if h == w:
+        try:
+            return decode_to_file(ds, image_column, indices, (3, h, w), f"{stem}.npy", workers, progress), False
+        except NotOneSize:
+            pass
+    if frame is None:
+        raise UsageError("images have different sizes or are not square: pass --img-size (a model input size) so that "
+                         "they can be stored as their centre squares")
+    return decode_to_file(ds, image_column, indices, (3, frame.side, frame.side), f"{stem}.framed.npy", workers,
+                          progress, frame_size=frame.size), True
 
 
 def _labels_of(ds: datasets.Dataset, column: str) -> np.ndarray:

@@ -56,23 +56,16 @@ def decode_rgb(item: dict[str, Any]) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def image_shape(ds: datasets.Dataset, column: str, indices: np.ndarray,
-                framed_side: Optional[int]) -> tuple[tuple[int, int, int], bool]:
-    """((3, H, W), framed) of the stored images, from their headers: square images of one size are stored as they
-    are; photos (several sizes, or not square) as their centre square of side framed_side (timm's eval resize)."""
-    raw = _encoded(ds, column).select_columns([column])
-    sizes: set[tuple[int, int]] = set()
-    for start in range(0, len(indices), 256):  # PIL reads only the header until the pixels are asked for
-        sizes.update(_open(item).size for item in raw.select(indices[start:start + 256].tolist())[column])
-        if len(sizes) > 1:
-            break
-    (w, h) = next(iter(sizes)) if sizes else (1, 1)
-    if len(sizes) == 1 and w == h:
-        return (3, h, w), False
-    if framed_side is None:
-        raise UsageError("images have different sizes or are not square: pass --img-size (a model input size) so "
-                         "that they can be stored as their centre squares")
-    return (3, framed_side, framed_side), True
+class NotOneSize(Exception):
+    """An image of another size turned up in a split decoded as square images of one size."""
+
+
+def first_shape(ds: datasets.Dataset, column: str, indices: np.ndarray) -> tuple[int, int]:
+    """(H, W) of the first chosen image, from its header."""
+    if not len(indices):
+        return 1, 1
+    w, h = _open(_encoded(ds, column)[int(indices[0])][column]).size
+    return h, w
 
 
 def _set_job(ds: datasets.Dataset, column: str, rows: np.ndarray, path: str, size: Optional[int]) -> None:
@@ -99,6 +92,8 @@ def _decode_chunk(start: int, stop: int) -> int:
         rgb = decode_rgb(item)
         if size is not None:
             rgb = np.asarray(frame(Image.fromarray(rgb), out.shape[2], size))
+        elif rgb.shape[:2] != out.shape[2:]:
+            raise NotOneSize(f"{rgb.shape[:2]} != {out.shape[2:]}")
         out[start + k] = rgb.transpose(2, 0, 1)
     # No msync per chunk: the pages sit in the page cache, where every process of the machine sees them, and a
     # synchronous write-back per chunk made the workers wait on the disk (1.2x with 2 workers, measured).
@@ -123,7 +118,8 @@ def _check_room(folder: str, need: int) -> None:
 def decode_to_file(ds: datasets.Dataset, column: str, indices: np.ndarray, shape: tuple[int, int, int], path: str,
                    workers: int = 0, progress: bool = True, chunk: int = CHUNK, frame_size: Optional[int] = None) -> str:
     """Write the decoded rows to `path` (.npy, written under a temporary name, then renamed); return path.
-    frame_size: store photos as the centre squares of side shape[-1] that this eval crop size is cut from."""
+    frame_size: store photos as the centre squares of side shape[-1] that this eval crop size is cut from; None:
+    store the images as they are, all of `shape` (NotOneSize when one is not)."""
     need = len(indices) * int(np.prod(shape))
     _check_room(os.path.dirname(os.path.abspath(path)), need)
     tmp = f"{path}.tmp{os.getpid()}.npy"
@@ -142,8 +138,13 @@ def decode_to_file(ds: datasets.Dataset, column: str, indices: np.ndarray, shape
             context = multiprocessing.get_context("fork" if os.name == "posix" and os.uname().sysname == "Linux"
                                                   else "spawn")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_job, initargs=job) as pool:
-                for done in as_completed([pool.submit(_decode_chunk, s, e) for s, e in chunks]):
-                    bar.update(done.result())
+                futures = [pool.submit(_decode_chunk, s, e) for s, e in chunks]
+                try:
+                    for done in as_completed(futures):
+                        bar.update(done.result())
+                finally:  # a failed chunk (NotOneSize) stops the rest
+                    for f in futures:
+                        f.cancel()
         fd = os.open(tmp, os.O_RDONLY)
         try:  # on disk before it takes its final name: a crash must not leave a complete-looking file of zeros
             os.fsync(fd)
