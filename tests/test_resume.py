@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -106,3 +107,110 @@ def test_resume_refuses_other_training_arguments(toy_dataset, cache_dir, tmp_pat
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "other arguments (lr;" in lines[0] and "0.002 then, 0.005 now" in lines[0]
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def _wait_for_step(proc, metrics, step: int, timeout: float = 300) -> None:
+    """Until the run has logged `step` (it is then mid-epoch, in the training loop)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and any(r.get("step", 0) >= step for r in read_jsonl(str(metrics))):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the run ended before the signal could be sent")
+
+
+def _same_run(ref, out) -> None:
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    assert _strip_timing(read_jsonl(str(out / "metrics.jsonl"))) == _strip_timing(read_jsonl(str(ref / "metrics.jsonl")))
+
+
+def test_sigterm_saves_and_the_same_command_continues_exactly(toy_dataset, cache_dir, tmp_path, reference_run):
+    """No --checkpoint-every: the checkpoint the signal asks for is the only one, and enough."""
+    out = tmp_path / "preempted"
+    args = _args(toy_dataset, out, cache_dir, "--resume-from", "auto")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_cls.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_step(proc, out / "metrics.jsonl", 8)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    assert time.perf_counter() - sent < 30
+    assert "stopped by SIGTERM after step" in err and "Traceback" not in err
+    (ckpt,) = (out / "checkpoints").iterdir()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert 0 < state["micro"] < 20 and ckpt.name == f"step-{state['step']}"  # mid-epoch, after a whole step
+    assert not (out / "model.safetensors").exists()
+    assert max(r["step"] for r in read_jsonl(str(out / "metrics.jsonl"))) <= state["step"]
+
+    res = run_script("train_cls.py", *args)  # the same command, as a scheduler requeues it
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming from {ckpt}" in res.stdout
+    _same_run(reference_run, out)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_and_none_whole_is_refused(toy_dataset, cache_dir, tmp_path,
+                                                                          reference_run):
+    out = tmp_path / "damaged"
+    args = _args(toy_dataset, out, cache_dir, "--checkpoint-every", "5", "--keep-checkpoints", "3",
+                 "--resume-from", "auto")
+    assert run_script("train_cls.py", *args).returncode == 0  # fresh: there was no checkpoint
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-50", "step-55", "step-60"]
+    for name in ("model.safetensors", "summary.json", "config.json"):  # as if it had died after step 60's save
+        (out / name).unlink()
+    os.truncate(ckpts / "step-60" / "model.safetensors", 1000)
+    res = run_script("train_cls.py", *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    warnings = [line for line in res.stderr.splitlines() if "step-60" in line]
+    assert len(warnings) == 1 and "model.safetensors has 1000 of its" in warnings[0]
+    assert f"resuming from {ckpts / 'step-55'}" in res.stdout
+    _same_run(reference_run, out)
+
+    (ckpts / "step-50" / "optimizer.bin").unlink()
+    (ckpts / "step-55" / "trainer_state.json").write_text("{")
+    os.truncate(ckpts / "step-60" / "random_states_0.pkl", 3)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    res = run_script("train_cls.py", *args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert "no whole checkpoint" in line and "--overwrite" in line
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous(toy_dataset, cache_dir, tmp_path,
+                                                                             reference_run, monkeypatch):
+    import errno
+
+    from accelerate import Accelerator
+
+    from trainer.api import train
+    from trainer.config import parse_args
+    from trainer.errors import UsageError
+
+    out = tmp_path / "full"
+    real_save = Accelerator.save_state
+    calls = []
+
+    def disk_full_on_the_second(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        if len(calls) == 2:
+            os.makedirs(output_dir, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", disk_full_on_the_second)
+    args = _args(toy_dataset, out, cache_dir, "--checkpoint-every", "25", "--resume-from", "auto")
+    with pytest.raises(UsageError) as err:
+        train(parse_args(args))
+    message = str(err.value)
+    assert f"could not write a checkpoint in {out / 'checkpoints'}" in message and "No space left on device" in message
+    assert "free there" in message and f"{out / 'checkpoints' / 'step-25'} is intact" in message
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-25"]  # nothing half-written kept
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    res = run_script("train_cls.py", *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming from" in res.stdout and "step-25" in res.stdout
+    _same_run(reference_run, out)

@@ -112,8 +112,9 @@ class TrainConfig:
         rule="a positive step count or 'epoch'")
     keep_checkpoints: int = _output(2, "keep the newest K states", **AT_LEAST_1)
     resume_from: Optional[str] = _output(
-        None, "continue from a checkpoint folder, or the newest one in OUTPUT_DIR/checkpoints", parse=str,
-        metavar="DIR|latest")
+        None, "continue from a checkpoint folder, or the newest whole one in OUTPUT_DIR/checkpoints (latest); auto: "
+        "the same, or a fresh start where there is none (what a requeued job passes)", parse=str,
+        metavar="DIR|latest|auto")
 
     teacher: Optional[str] = _kd(None, "a train_cls.py run folder, or its model.safetensors with config.json beside it",
                                 parse=str, kd_only=True, required=True)

@@ -12,12 +12,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from .batches import EpochBatches, MicroStep, steps_per_epoch
-from .errors import UsageError
+from .errors import Preempted, UsageError
 from .inference import EvalResult, eval_key, evaluate, save_eval_predictions
 from .loop_state import LoopState
 from .metrics import Meter, RunLog
 from .models import count_params
 from .optim import build_optimizer
+from .preemption import StopSignal
 from .resume import load_checkpoint, save_checkpoint
 from .run import Run
 from .run_folder import (CONFIG_FILE, EVAL_FILE, MODEL_FILE, RUN_FILES, SUMMARY_FILE, file_digest, run_config,
@@ -38,36 +39,42 @@ class Training:
     log: RunLog
     num_params: int  # counted before accelerate wraps (and, under FSDP, shards) the model
     last_eval: Optional[EvalResult] = None
+    saved: tuple[int, str] = (-1, "")  # (step, folder) of the newest checkpoint saved
 
 
 def fit(run: Run, task: Task) -> dict[str, Any]:
-    """Train run.model with the task on run.data; write the run files; return summary.json's content."""
+    """Train run.model with the task on run.data; write the run files; return summary.json's content.
+    SIGTERM / SIGINT end it after the current optimizer step with a checkpoint (Preempted)."""
     t = start(run, task)
     cfg, state = run.cfg, t.state
     t.model.train()
-    for epoch in range(state.epoch, cfg.epochs):
-        batches = EpochBatches(run.data.train, run.view, cfg, run.accelerator, epoch)
-        if state.micro == 0:
-            state.new_epoch()
-        bar = tqdm(total=len(batches), initial=state.micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (run.accelerator.is_main_process and cfg.progress), dynamic_ncols=True)
-        state.clock.start()
-        for micro in batches.starting_at(state.micro):
-            out = forward_backward(t, micro)
-            state.record(out.loss, out.logits, micro.batch.labels, out.parts)
-            state.micro = micro.index + 1
-            bar.update(1)
-            if not micro.sync:
-                continue
-            optimizer_step(t)
-            end_of_epoch = micro.index == micro.count - 1
-            if end_of_epoch:
-                state.epoch, state.micro = epoch + 1, 0
-            log_and_evaluate(t, epoch + (micro.index + 1) / micro.count, end_of_epoch, bar)
-            if checkpoint_due(cfg.checkpoint_every, state.step, end_of_epoch):
-                checkpoint(t)
-        state.clock.stop()
-        bar.close()
+    with StopSignal(run.accelerator) as stop:
+        for epoch in range(state.epoch, cfg.epochs):
+            batches = EpochBatches(run.data.train, run.view, cfg, run.accelerator, epoch)
+            if state.micro == 0:
+                state.new_epoch()
+            bar = tqdm(total=len(batches), initial=state.micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not (run.accelerator.is_main_process and cfg.progress), dynamic_ncols=True)
+            state.clock.start()
+            for micro in batches.starting_at(state.micro):
+                out = forward_backward(t, micro)
+                state.record(out.loss, out.logits, micro.batch.labels, out.parts)
+                state.micro = micro.index + 1
+                bar.update(1)
+                if not micro.sync:
+                    continue
+                optimizer_step(t)
+                end_of_epoch = micro.index == micro.count - 1
+                if end_of_epoch:
+                    state.epoch, state.micro = epoch + 1, 0
+                log_and_evaluate(t, epoch + (micro.index + 1) / micro.count, end_of_epoch, bar)
+                if checkpoint_due(cfg.checkpoint_every, state.step, end_of_epoch):
+                    checkpoint(t)
+                if stop.due():
+                    bar.close()
+                    raise stopped(t, stop.received or "a signal")
+            state.clock.stop()
+            bar.close()
     state.check_finite(cfg.output_dir)
     if t.last_eval is None:  # resumed from the very last checkpoint: nothing left to train, evaluate once
         t.last_eval = run_eval(t, keep_preds=True)
@@ -84,15 +91,16 @@ def start(run: Run, task: Task) -> Training:
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)
     state = LoopState(Meter(acc.device, task.loss_parts), task_key=task.resume_key())
-    if cfg.resume_from:
-        state.load_state_dict(load_checkpoint(acc, cfg), acc.process_index)
+    if run.resume_folder:
+        state.load_state_dict(load_checkpoint(acc, run.resume_folder), acc.process_index)
         if state.task_key != task.resume_key():
             raise UsageError("--resume-from: the teacher or the training images differ from the checkpoint's "
                              "(task key mismatch): resume with the same --teacher and data arguments")
     os.makedirs(cfg.output_dir, exist_ok=True)
-    log = RunLog(acc, cfg.output_dir, append=bool(cfg.resume_from))
-    if cfg.resume_from:
+    log = RunLog(acc, cfg.output_dir, append=bool(run.resume_folder))
+    if run.resume_folder:
         log.truncate_after(state.step)
+        log.print(f"resuming from {run.resume_folder} (epoch {state.epoch + 1}, step {state.step})")
     if cfg.report_to != "none":
         acc.init_trackers("vit-trainer", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                  for k, v in cfg.to_dict().items()})
@@ -100,7 +108,7 @@ def start(run: Run, task: Task) -> Training:
               f"{len(run.data.train)} train / {len(run.data.eval)} eval images, "
               f"{acc.num_processes} process(es) on {acc.device.type}, mixed precision {acc.mixed_precision}")
     log.print(run.data_note)
-    if not cfg.resume_from:
+    if not run.resume_folder:
         task.on_start(log)
     return Training(run, task, model, optimizer, scheduler, state, log, num_params)
 
@@ -168,11 +176,19 @@ def checkpoint_due(every: int | str | None, step: int, end_of_epoch: bool) -> bo
     return end_of_epoch if every == "epoch" else isinstance(every, int) and step % every == 0
 
 
-def checkpoint(t: Training) -> None:
+def checkpoint(t: Training) -> str:
     """A resumable checkpoint of everything, off the training clock; never one with a non-finite loss."""
     t.state.check_finite(t.run.cfg.output_dir)
     with t.state.clock.paused():
-        save_checkpoint(t.run.accelerator, t.run.cfg, t.state.state_dict(t.run.accelerator))
+        folder = save_checkpoint(t.run.accelerator, t.run.cfg, t.state.state_dict(t.run.accelerator))
+    t.saved = (t.state.step, folder)
+    return folder
+
+
+def stopped(t: Training, signame: str) -> Preempted:
+    """The stop every process agreed on: a checkpoint at this step (unless one was just saved), the log kept."""
+    folder = t.saved[1] if t.saved[0] == t.state.step else checkpoint(t)
+    return Preempted(signame, t.state.step, folder)
 
 
 def finish(t: Training) -> dict[str, Any]:

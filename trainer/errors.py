@@ -1,4 +1,5 @@
-"""User-facing errors: one line on stderr and exit code 2, never a traceback."""
+"""How a command ends early, in one line on stderr and never a traceback: bad input (exit code 2) or a stop on
+SIGTERM / SIGINT after saving a resumable checkpoint (EXIT_PREEMPTED)."""
 from __future__ import annotations
 
 import functools
@@ -10,12 +11,33 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 
+# sysexits.h EX_TEMPFAIL, "a temporary failure; the user is invited to retry". Launchers (accelerate launch,
+# torchrun) report a failing worker as 1 whatever its code: summary.json in the run folder marks a finished run.
+EXIT_PREEMPTED = 75
+
+
 class UsageError(Exception):
     """Bad input from the user: the message names the problem and the fix."""
 
 
-def _is_main_rank() -> bool:
+class Preempted(Exception):
+    """The run stopped on a signal after saving a resumable checkpoint."""
+
+    def __init__(self, signame: str, step: int, checkpoint: str):
+        super().__init__(f"stopped by {signame} after step {step}, resumable checkpoint {checkpoint}: run the same "
+                         "command again to continue (train_cls.py / train_kd.py with --resume-from auto)")
+        self.signame, self.step, self.checkpoint = signame, step, checkpoint
+
+
+def is_main_rank() -> bool:
+    """True on the process that speaks for all (rank 0), before and after the process group exists."""
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def warn(line: str) -> None:
+    """One line on stderr from the main process: something the user should know that does not stop the run."""
+    if is_main_rank():
+        print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def quiet_libraries() -> None:
@@ -39,7 +61,7 @@ def quiet_libraries() -> None:
 
 
 def exit_on_usage_error(fn: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a CLI entry point so that a UsageError prints one line and exits with code 2."""
+    """Wrap a CLI entry point: a UsageError prints one line and exits with 2, a Preempted run with EXIT_PREEMPTED."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -48,8 +70,17 @@ def exit_on_usage_error(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except UsageError as err:
             # Every process finds the same problem; one line is enough.
-            if _is_main_rank():
+            if is_main_rank():
                 print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except Preempted as stop:
+            if is_main_rank():
+                print(stop, file=sys.stderr, flush=True)
+            sys.exit(EXIT_PREEMPTED)
 
     return wrapper
+
+
+def human_size(n: float) -> str:
+    """Bytes as the one-line messages say them: '1.23 GB' or '45.6 MB'."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

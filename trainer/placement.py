@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from .data import SplitData
-from .errors import UsageError
+from .errors import UsageError, human_size
 from .stores import DiskStore, serve
 
 DEVICE_SHARE = 0.4  # of the device's free memory: the rest is for the model, its optimizer state and activations
@@ -34,21 +34,17 @@ def free_host_bytes() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
-
 def choose_store(nbytes: int, data_on: str, device: torch.device, local_processes: int) -> tuple[str, str]:
     """(store kind, why) for data of nbytes: device when it fits in a share of the device's free memory, else host
     when every local process's copy fits in a share of the available RAM, else disk."""
     device_free, host_free = free_device_bytes(device), free_host_bytes()
     fits_device = nbytes <= DEVICE_SHARE * device_free
     fits_host = nbytes * local_processes <= HOST_SHARE * host_free
-    device_words = f"{DEVICE_SHARE:.0%} of the {device.type} device's {_gb(device_free)} free"
-    host_words = f"{HOST_SHARE:.0%} of {_gb(host_free)} available RAM for {local_processes} process(es)"
+    device_words = f"{DEVICE_SHARE:.0%} of the {device.type} device's {human_size(device_free)} free"
+    host_words = f"{HOST_SHARE:.0%} of {human_size(host_free)} available RAM for {local_processes} process(es)"
     if data_on == "device" and not fits_device:
-        raise UsageError(f"--data-on device: the decoded images ({_gb(nbytes)}) do not fit in {device_words}: use "
-                         f"--data-on host (needs {_gb(nbytes * local_processes)} of RAM) or disk, or --data-on auto")
+        raise UsageError(f"--data-on device: the decoded images ({human_size(nbytes)}) do not fit in {device_words}: use "
+                         f"--data-on host (needs {human_size(nbytes * local_processes)} of RAM) or disk, or --data-on auto")
     if data_on != "auto":
         return data_on, f"as asked (--data-on {data_on})"
     if fits_device:
@@ -70,4 +66,5 @@ def place_splits(splits: Sequence[SplitData], data_on: str, device: torch.device
     for split, disk in zip(splits, disks, strict=True):
         split.place(serve(disk, kind, device))
     where = f"memory-mapped from {os.path.dirname(disks[0].path)}" if kind == "disk" else f"in {kind} memory"
-    return f"data: {kind} store, {_gb(nbytes)} decoded ({' + '.join(_gb(d.nbytes) for d in disks)}) {where}: {why}"
+    parts = " + ".join(human_size(d.nbytes) for d in disks)
+    return f"data: {kind} store, {human_size(nbytes)} decoded ({parts}) {where}: {why}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import timm
 import torch
@@ -16,7 +17,7 @@ from .errors import UsageError
 from .models import create_model, input_view
 from .placement import place_splits
 from .resume import check_resumable
-from .run_folder import output_dir_in_use
+from .run_folder import FINISHED_FILES, output_dir_in_use
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Run:
     view: View
     head_note: str  # one line on what happened to the classifier head
     data_note: str  # one line on which store serves the data, and why
+    resume_folder: Optional[str] = None  # the whole checkpoint to continue from (None: a fresh start)
 
 
 def _frame(cfg: TrainConfig) -> Frame:
@@ -42,12 +44,14 @@ def _frame(cfg: TrainConfig) -> Frame:
 def build_run(cfg: TrainConfig) -> Run:
     """Everything that can fail on bad input, before anything is written to the output folder."""
     accelerator = make_accelerator(cfg.mixed_precision, cfg.report_to, cfg.output_dir)
+    resume_folder = check_resumable(cfg)
     in_use = output_dir_in_use(cfg.output_dir)
-    if in_use and not (cfg.overwrite or cfg.resume_from):
+    # 'auto' without a checkpoint starts afresh over the log of a run cut off before its first one, not over a
+    # finished run's files.
+    fresh_allowed = cfg.resume_from == "auto" and not output_dir_in_use(cfg.output_dir, FINISHED_FILES)
+    if in_use and not (cfg.overwrite or resume_folder or fresh_allowed):
         raise UsageError(f"--output-dir {cfg.output_dir} already holds a run ({in_use}): pass --overwrite to replace it, "
-                         "--resume-from latest to continue it, or another folder")
-    if cfg.resume_from:
-        check_resumable(cfg)
+                         "--resume-from auto to continue it, or another folder")
     set_seed(cfg.seed)
     data = main_process_first(accelerator, lambda: load_data(
         cfg.dataset, cfg.train_split, cfg.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
@@ -59,4 +63,4 @@ def build_run(cfg: TrainConfig) -> Run:
         cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
         pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file))
     data_note = place_splits([data.train, data.eval], cfg.data_on, accelerator.device)
-    return Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note, data_note)
+    return Run(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note, data_note, resume_folder)

@@ -22,6 +22,7 @@ SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval_predictions.safetensors"
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, EVAL_FILE)
+FINISHED_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE)  # written when a run ends
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
@@ -128,9 +129,9 @@ def read_run_config(config_path: str, what: str = "checkpoint") -> dict[str, Any
     return cfg
 
 
-def output_dir_in_use(output_dir: str) -> Optional[str]:
-    """The first run file already in output_dir, if any."""
-    for name in RUN_FILES:
+def output_dir_in_use(output_dir: str, names: tuple[str, ...] = RUN_FILES) -> Optional[str]:
+    """The first of these run files already in output_dir, if any."""
+    for name in names:
         if os.path.exists(os.path.join(output_dir, name)):
             return name
     return None

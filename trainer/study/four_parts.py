@@ -71,17 +71,17 @@ def run_config(p: Preset, args: StudyArgs, run: str, model: str, kwargs: dict[st
 
 
 def train_once(cfg: TrainConfig) -> dict[str, Any]:
-    """A run that is complete is read back; one cut off continues from its checkpoint; otherwise it starts afresh."""
+    """A run that is complete is read back; one cut off (SIGTERM, a lost machine) continues from its newest whole
+    checkpoint (--resume-from auto); otherwise it starts afresh."""
     summary_path = os.path.join(cfg.output_dir, SUMMARY_FILE)
     if os.path.exists(summary_path):
         with open(summary_path) as f:
             return json.load(f)
-    if list_checkpoints(cfg.output_dir):
-        cfg = dataclasses.replace(cfg, resume_from="latest")
-    elif os.path.isdir(cfg.output_dir):
-        cfg = dataclasses.replace(cfg, overwrite=True)
+    continued = bool(list_checkpoints(cfg.output_dir))
+    # The study owns its folders: without a checkpoint, whatever a cut-off run left there is replaced.
+    cfg = dataclasses.replace(cfg, resume_from="auto", overwrite=not continued)
     print(f"study: {os.path.basename(cfg.output_dir)}: {cfg.model} {cfg.model_kwargs or ''}, "
-          f"{'continued' if cfg.resume_from else 'started'}", flush=True)
+          f"{'continued' if continued else 'started'}", flush=True)
     summary = train(cfg)
     # The resumable state only matters until the run is complete; it is several times the model's size.
     shutil.rmtree(os.path.join(cfg.output_dir, "checkpoints"), ignore_errors=True)
