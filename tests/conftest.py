@@ -109,3 +109,33 @@ def make_photo_dataset(path: Path, per_class: dict[str, int], num_classes: int =
 def photo_dataset(tmp_path_factory) -> Path:
     """3 classes of mixed-size JPEG photos: 30 train and 10 test images per class."""
     return make_photo_dataset(tmp_path_factory.mktemp("photos") / "photos", {"train": 30, "test": 10})
+
+
+def wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 300) -> None:
+    """Until a running training has logged `step` (it is then in its loop, mid-epoch)."""
+    import time
+
+    from trainer.metrics import read_jsonl
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and any(r.get("step", 0) >= step for r in read_jsonl(str(metrics))):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the run ended before the signal could be sent")
+
+
+def strip_timing(records: list) -> list:
+    """Metric records without their wall-clock figures."""
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
+
+
+def assert_same_run(ref: Path, out: Path) -> None:
+    """Two run folders hold the same weights and the same metric lines."""
+    from safetensors.torch import load_file
+
+    from trainer.metrics import read_jsonl
+
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    assert strip_timing(read_jsonl(str(out / "metrics.jsonl"))) == strip_timing(read_jsonl(str(ref / "metrics.jsonl")))

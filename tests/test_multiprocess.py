@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from trainer.metrics import read_jsonl
 
-from .conftest import ROOT, SMALL_VIT, make_dataset
+from .conftest import ROOT, SMALL_VIT, assert_same_run, make_dataset, wait_for_step
 
 pytestmark = pytest.mark.slow  # every test here trains for real
 
@@ -21,10 +24,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun_cmd(nproc: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}", *args]
+
+
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(_torchrun_cmd(nproc, *args), cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+        except OSError:
+            pass
+    return sorted(found)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +181,31 @@ torch.distributed.destroy_process_group()
     assert res.returncode == 0, res.stderr[-4000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"n": 5, "top1": 0.8, "preds": [1, 1, 1, 1, 1]}
+
+
+def test_sigterm_to_both_processes_saves_one_checkpoint_and_continues_exactly(odd_dataset, cache_dir, tmp_path):
+    """The two processes get the signal at different steps; they agree on one, save one checkpoint together, and
+    the same command continues to the weights and metric lines of the run left alone."""
+    def args(out):
+        return [str(ROOT / "train_cls.py"), *SMALL_VIT, "--dataset", str(odd_dataset), "--output-dir", str(out),
+                "--cache-dir", str(cache_dir), "--samples-per-class", "25", "--batch-size", "4", "--epochs", "3",
+                "--log-every", "2", "--eval-every", "10", "--no-progress", "--resume-from", "auto"]
+
+    ref, out = tmp_path / "ref", tmp_path / "cut"
+    assert torchrun(2, *args(ref)).returncode == 0
+    agent = subprocess.Popen(_torchrun_cmd(2, *args(out)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    wait_for_step(agent, out / "metrics.jsonl", 4)
+    workers = _children(agent.pid)
+    assert len(workers) == 2
+    for pid in workers:  # one after the other: the second process sees it some steps later
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.05)
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode != 0 and "exitcode  : 75" in err, err[-3000:]
+    (ckpt,) = (out / "checkpoints").iterdir()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert 0 < state["micro"] < 13 and len(state["meter"]) == 2  # mid-epoch; both processes' figures
+    res = torchrun(2, *args(out))
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert_same_run(ref, out)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from trainer.metrics import read_jsonl
 
-from .conftest import ROOT, SMALL_VIT, run_script
+from .conftest import ROOT, SMALL_VIT, assert_same_run, run_script, strip_timing, wait_for_step
 
 pytestmark = pytest.mark.slow  # every test here trains for real
 
@@ -23,10 +23,6 @@ def _args(dataset, out, cache_dir, *extra):
     return [*SMALL_VIT, "--dataset", str(dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
             "--samples-per-class", "40", "--batch-size", "8", "--epochs", "3", "--lr", "2e-3", "--random-crop", "2",
             "--log-every", "4", "--eval-every", "9", "--no-progress", *extra]
-
-
-def _strip_timing(records):
-    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +61,7 @@ def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_p
     a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
-    assert _strip_timing(read_jsonl(str(out / "metrics.jsonl"))) == _strip_timing(read_jsonl(str(ref / "metrics.jsonl")))
+    assert strip_timing(read_jsonl(str(out / "metrics.jsonl"))) == strip_timing(read_jsonl(str(ref / "metrics.jsonl")))
     s_ref = json.loads((ref / "summary.json").read_text())
     s_out = json.loads((out / "summary.json").read_text())
     assert s_out["final"] == s_ref["final"] and s_out["best_eval_top1"] == s_ref["best_eval_top1"]
@@ -109,29 +105,13 @@ def test_resume_refuses_other_training_arguments(toy_dataset, cache_dir, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-def _wait_for_step(proc, metrics, step: int, timeout: float = 300) -> None:
-    """Until the run has logged `step` (it is then mid-epoch, in the training loop)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and any(r.get("step", 0) >= step for r in read_jsonl(str(metrics))):
-            return
-        time.sleep(0.01)
-    raise AssertionError("the run ended before the signal could be sent")
-
-
-def _same_run(ref, out) -> None:
-    a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
-    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
-    assert _strip_timing(read_jsonl(str(out / "metrics.jsonl"))) == _strip_timing(read_jsonl(str(ref / "metrics.jsonl")))
-
-
 def test_sigterm_saves_and_the_same_command_continues_exactly(toy_dataset, cache_dir, tmp_path, reference_run):
     """No --checkpoint-every: the checkpoint the signal asks for is the only one, and enough."""
     out = tmp_path / "preempted"
     args = _args(toy_dataset, out, cache_dir, "--resume-from", "auto")
     proc = subprocess.Popen([sys.executable, str(ROOT / "train_cls.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    _wait_for_step(proc, out / "metrics.jsonl", 8)
+    wait_for_step(proc, out / "metrics.jsonl", 8)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -147,7 +127,7 @@ def test_sigterm_saves_and_the_same_command_continues_exactly(toy_dataset, cache
     res = run_script("train_cls.py", *args)  # the same command, as a scheduler requeues it
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming from {ckpt}" in res.stdout
-    _same_run(reference_run, out)
+    assert_same_run(reference_run, out)
 
 
 def test_a_damaged_newest_checkpoint_is_skipped_and_none_whole_is_refused(toy_dataset, cache_dir, tmp_path,
@@ -166,7 +146,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_none_whole_is_refused(toy_da
     warnings = [line for line in res.stderr.splitlines() if "step-60" in line]
     assert len(warnings) == 1 and "model.safetensors has 1000 of its" in warnings[0]
     assert f"resuming from {ckpts / 'step-55'}" in res.stdout
-    _same_run(reference_run, out)
+    assert_same_run(reference_run, out)
 
     (ckpts / "step-50" / "optimizer.bin").unlink()
     (ckpts / "step-55" / "trainer_state.json").write_text("{")
@@ -213,4 +193,4 @@ def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous(to
     res = run_script("train_cls.py", *args)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming from" in res.stdout and "step-25" in res.stdout
-    _same_run(reference_run, out)
+    assert_same_run(reference_run, out)
