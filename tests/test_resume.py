@@ -160,14 +160,12 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_none_whole_is_refused(toy_da
 
 
 def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous(toy_dataset, cache_dir, tmp_path,
-                                                                             reference_run, monkeypatch):
+                                                                             reference_run, monkeypatch, capsys):
     import errno
 
     from accelerate import Accelerator
 
-    from trainer.api import train
-    from trainer.config import parse_args
-    from trainer.errors import UsageError
+    from trainer.cli import main_cls
 
     out = tmp_path / "full"
     real_save = Accelerator.save_state
@@ -183,14 +181,16 @@ def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous(to
 
     monkeypatch.setattr(Accelerator, "save_state", disk_full_on_the_second)
     args = _args(toy_dataset, out, cache_dir, "--checkpoint-every", "25", "--resume-from", "auto")
-    with pytest.raises(UsageError) as err:
-        train(parse_args(args))
-    message = str(err.value)
-    assert f"could not write a checkpoint in {out / 'checkpoints'}" in message and "No space left on device" in message
-    assert "free there" in message and f"{out / 'checkpoints' / 'step-25'} is intact" in message
+    with pytest.raises(SystemExit) as stop:
+        main_cls(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1, lines
+    assert f"could not write a checkpoint in {out / 'checkpoints'}" in lines[0]
+    assert "No space left on device" in lines[0] and "free there" in lines[0]
+    assert f"{out / 'checkpoints' / 'step-25'} is intact" in lines[0]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-25"]  # nothing half-written kept
     monkeypatch.setattr(Accelerator, "save_state", real_save)
     res = run_script("train_cls.py", *args)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "resuming from" in res.stdout and "step-25" in res.stdout
+    assert f"resuming from {out / 'checkpoints' / 'step-25'}" in res.stdout
     assert_same_run(reference_run, out)
