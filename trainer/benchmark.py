@@ -2,24 +2,28 @@
 
     python -m trainer.benchmark --model vit_tiny_patch16_224 --batch-size 32 --device cpu
     python -m trainer.benchmark --checkpoint runs/part3 --device cuda --precision bf16 --compile
+    python -m trainer.benchmark --checkpoint runs/part3 --runtime onnxruntime --precision int8
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from contextlib import nullcontext
 from typing import Any, Optional, Sequence, cast
 
+import numpy as np
 import torch
-
 from torch.utils.flop_counter import FlopCounterMode
 
 from .argparsing import OneLineParser, parse_kwargs
 from .augment import View, preprocess
 from .data import default_cache_dir, load_eval_split
 from .errors import UsageError, exit_on_usage_error
-from .models import count_params, create_model, input_view, load_run, run_view
+from .export import INPUT, OUTPUT, export_onnx, input_spec, ort_session, quantize_int8, require_deploy
+from .models import count_params, create_model, input_view, load_run, num_classes, run_view
 from .placement import place_splits
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -64,6 +68,41 @@ def throughput(model: torch.nn.Module, img_size: int, batch_size: int, device: t
                 raise
             torch.cuda.empty_cache()
             batch_size //= 2
+
+
+def onnx_file(model: torch.nn.Module, view: View, folder: str, int8: bool) -> str:
+    """The model exported to ONNX in folder (and quantised to int8 if asked), as trainer.export writes it."""
+    path = os.path.join(folder, "model.onnx")
+    export_onnx(model, input_spec(view, [str(k) for k in range(num_classes(model))]), path)
+    if int8:
+        quantize_int8(path, os.path.join(folder, "model.int8.onnx"))
+        path = os.path.join(folder, "model.int8.onnx")
+    return path
+
+
+def ort_seconds(session: Any, img_size: int, batch_size: int, warmup: int, iters: int) -> float:
+    """Seconds per batch through an ONNX Runtime session: warm-up calls, then timed calls."""
+    x = np.random.default_rng(0).standard_normal((batch_size, 3, img_size, img_size), dtype=np.float32)
+    for _ in range(warmup):
+        session.run([OUTPUT], {INPUT: x})
+    start = time.perf_counter()
+    for _ in range(iters):
+        session.run([OUTPUT], {INPUT: x})
+    return (time.perf_counter() - start) / iters
+
+
+def ort_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: bool, warmup: int, iters: int,
+                  latency: bool) -> dict[str, Any]:
+    """The PyTorch runtime's figures (batched throughput, batch-1 latency) through ONNX Runtime on the CPU,
+    with as many threads as torch uses, so that the two compare by one method."""
+    require_deploy()
+    with tempfile.TemporaryDirectory() as tmp:
+        session = ort_session(onnx_file(model.float().eval(), view, tmp, int8), torch.get_num_threads())
+        out: dict[str, Any] = {}
+        if latency:
+            out["cpu_latency_ms_bs1"] = ort_seconds(session, view.size, 1, min(warmup, 5), iters) * 1e3
+        seconds = ort_seconds(session, view.size, batch_size, warmup, iters)
+    return {**out, "batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
 
 
 def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.device) -> float:
@@ -121,7 +160,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--img-size", type=int, default=None, help="default: the model's own")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when present")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: the model exported to ONNX, run by ONNX Runtime on the CPU")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32",
+                   help="int8: ONNX Runtime's dynamic quantisation (with --runtime onnxruntime)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations")
@@ -151,13 +193,24 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for name in ("batch_size", "warmup", "iters"):
         if getattr(args, name) < (1 if name != "warmup" else 0):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    onnx = args.runtime == "onnxruntime"
+    if onnx and (args.device == "cuda" or args.precision not in ("fp32", "int8") or args.compile or args.dataset):
+        raise UsageError("--runtime onnxruntime runs on the CPU in fp32 or int8, without --compile or --dataset: "
+                         "drop those options or use --runtime torch")
+    if not onnx and args.precision == "int8":
+        raise UsageError("--precision int8 is ONNX Runtime's quantisation: add --runtime onnxruntime")
+    device = torch.device("cpu" if onnx else args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible here; use --device cpu")
     model, img_size, view = build_model(args)
     out = {"model": args.model or args.checkpoint, "img_size": img_size, "num_params": count_params(model),
-           "precision": args.precision, "device": device.type, "channels_last": args.channels_last,
-           "compile": args.compile, "threads": torch.get_num_threads()}
+           "runtime": args.runtime, "precision": args.precision, "device": device.type,
+           "channels_last": args.channels_last, "compile": args.compile, "threads": torch.get_num_threads()}
+    if onnx:
+        out.update(ort_benchmark(model, view, args.batch_size, args.precision == "int8", args.warmup, args.iters,
+                                 args.latency))
+        print(json.dumps(out), flush=True)
+        return out
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     if args.latency:

@@ -8,7 +8,7 @@ import torch
 from accelerate import PartialState
 
 from .argparsing import OneLineParser, count_or_all
-from .data import default_cache_dir, load_eval_split
+from .data import SplitData, default_cache_dir, load_eval_split
 from .distributed import end_processes, make_accelerator
 from .errors import UsageError, exit_on_usage_error
 from .inference import evaluate, reference_predictions
@@ -26,8 +26,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--eval-split", default=None, help="default: the run's eval split")
     p.add_argument("--image-column", default=None)
     p.add_argument("--label-column", default=None)
-    p.add_argument("--eval-samples-per-class", type=count_or_all, default=None,
-                   help="default: the run's own choice (the whole split unless it chose N)")
+    p.add_argument("--eval-samples-per-class", type=count_or_all, default=RUNS_OWN, metavar="N|all",
+                   help="default: the run's own choice on the run's own dataset and split, the whole split on another")
     p.add_argument("--seed", type=int, default=None, help="selection seed (default: the run's)")
     p.add_argument("--batch-size", type=int, default=256, help="per process")
     p.add_argument("--compare-with", default=None, metavar="RUN",
@@ -39,9 +39,35 @@ def build_parser() -> OneLineParser:
     return p
 
 
+RUNS_OWN = -1  # --eval-samples-per-class not given
+
+
+def run_eval_split(cfg: dict[str, Any], *, dataset: Optional[str] = None, dataset_config: Optional[str] = None,
+                   eval_split: Optional[str] = None, image_column: Optional[str] = None,
+                   label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = RUNS_OWN,
+                   seed: Optional[int] = None, cache_dir: Optional[str] = None) -> tuple[SplitData, str]:
+    """The split to evaluate a run on, and its name: by default the run's own eval images; on another dataset or
+    split the whole of it, unless eval_samples_per_class says otherwise (None: all)."""
+    targs = cfg.get("training_args", {})
+    run_dataset, run_split = targs.get("dataset", "uoft-cs/cifar10"), targs.get("eval_split", "test")
+    dataset, split_name = dataset or run_dataset, eval_split or run_split
+    if eval_samples_per_class == RUNS_OWN:
+        own = (dataset, split_name) == (run_dataset, run_split)
+        eval_samples_per_class = targs.get("eval_samples_per_class") if own else None
+    split, names = load_eval_split(
+        dataset, split_name, image_column=image_column or targs.get("image_column"),
+        label_column=label_column or targs.get("label_column"), eval_samples_per_class=eval_samples_per_class,
+        seed=seed if seed is not None else targs.get("seed", 0), frame=run_view(cfg).frame,
+        cache_dir=cache_dir or default_cache_dir(), dataset_config=dataset_config or targs.get("dataset_config"))
+    if len(names) != cfg["num_classes"]:
+        raise UsageError(f"--checkpoint predicts {cfg['num_classes']} classes, the dataset has "
+                         f"{len(names)}: evaluate on the dataset the run was trained on")
+    return split, split_name
+
+
 def evaluate_checkpoint(checkpoint: str, *, dataset: Optional[str] = None, dataset_config: Optional[str] = None,
                         eval_split: Optional[str] = None, image_column: Optional[str] = None,
-                        label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = None,
+                        label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = RUNS_OWN,
                         seed: Optional[int] = None, batch_size: int = 256, compare_with: Optional[str] = None,
                         cache_dir: Optional[str] = None, mixed_precision: Optional[str] = None,
                         data_on: str = "auto") -> dict[str, Any]:
@@ -50,20 +76,11 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: Optional[str] = None, datas
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     model, cfg = load_run(checkpoint, "--checkpoint")
-    targs = cfg.get("training_args", {})
     other = load_run(compare_with, "--compare-with") if compare_with else None
     acc = make_accelerator(mixed_precision)
-    split_name = eval_split or targs.get("eval_split", "test")
-    split, names = load_eval_split(
-        dataset or targs.get("dataset", "uoft-cs/cifar10"), split_name,
-        image_column=image_column or targs.get("image_column"), label_column=label_column or targs.get("label_column"),
-        eval_samples_per_class=eval_samples_per_class if eval_samples_per_class is not None
-        else targs.get("eval_samples_per_class"), seed=seed if seed is not None else targs.get("seed", 0),
-        frame=run_view(cfg).frame, cache_dir=cache_dir or default_cache_dir(),
-        dataset_config=dataset_config or targs.get("dataset_config"))
-    if len(names) != cfg["num_classes"]:
-        raise UsageError(f"--checkpoint predicts {cfg['num_classes']} classes, the dataset has "
-                         f"{len(names)}: evaluate on the dataset the run was trained on")
+    split, split_name = run_eval_split(cfg, dataset=dataset, dataset_config=dataset_config, eval_split=eval_split,
+                                       image_column=image_column, label_column=label_column,
+                                       eval_samples_per_class=eval_samples_per_class, seed=seed, cache_dir=cache_dir)
     place_splits([split], data_on, acc.device)
     references: dict[str, torch.Tensor] = {}
     if other is not None:

@@ -1,0 +1,179 @@
+"""A run's model to ONNX, checked against PyTorch on the run's eval images; optionally an int8 copy.
+
+    python -m trainer.export --checkpoint runs/part3 [--output FILE] [--int8]
+
+The model takes normalised float images [N, 3, S, S] (N free); what it expects (size, mean, std, resize rule,
+class names) is stored in the ONNX file's metadata and in FILE.json beside it, with the parity figures.
+The last stdout line is JSON: agreement, top1_torch, top1_onnx, max_abs_logit_diff (and top1_int8,
+agreement_int8, with --int8). An export that disagrees with PyTorch on more than 0.5% of the images exits with 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .argparsing import OneLineParser
+from .augment import View, preprocess
+from .errors import UsageError, exit_on_usage_error
+from .evaluate import run_eval_split
+from .models import load_run, run_view
+from .placement import place_splits
+from .run_folder import resolve_run
+
+MAX_DISAGREEMENT = 0.005
+INPUT, OUTPUT = "image", "logits"
+
+
+def require_deploy() -> None:
+    """One line naming what to install when the [deploy] extra is missing."""
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            raise UsageError(f"ONNX export needs {name}, which is not installed: pip install 'vit-trainer[deploy]' "
+                             "(onnx, onnxruntime, onnxscript)") from None
+
+
+def input_spec(view: View, label_names: Sequence[str], framed: bool = True) -> dict[str, Any]:
+    """What the exported model expects, so that the file is usable without this package (framed: photos, framed
+    as timm's eval transform frames them; otherwise square images of one size, resized whole, as trained)."""
+    resize = (f"resize the shorter side to {round(view.size / view.crop_pct)} ({view.interpolation}), centre-crop "
+              f"{view.size}x{view.size}" if framed else f"resize the whole square image to {view.size}x{view.size} "
+              f"({view.interpolation}, antialiased)")
+    return {"input": INPUT, "output": OUTPUT, "shape": ["batch", 3, view.size, view.size], "dtype": "float32",
+            "mean": list(view.mean), "std": list(view.std), "interpolation": view.interpolation,
+            "crop_pct": view.crop_pct,
+            "preprocess": f"RGB; {resize}; scale to [0, 1], subtract mean, divide by std",
+            "label_names": list(label_names)}
+
+
+def export_onnx(model: torch.nn.Module, spec: dict[str, Any], path: str) -> None:
+    """torch.onnx (dynamo exporter), batch dimension free, weights inside the file, spec in its metadata."""
+    import onnx
+
+    size = spec["shape"][-1]
+    tmp = path + ".tmp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(2, 3, size, size),), tmp, input_names=[INPUT],
+                          output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                          external_data=False, verbose=False)
+    proto = onnx.load(tmp)
+    for key, value in spec.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(proto, tmp)
+    os.replace(tmp, path)
+
+
+def quantize_int8(src: str, dst: str) -> None:
+    """ONNX Runtime's dynamic quantisation: int8 weights, activations quantised on the fly (no calibration)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process is printed through the root logger
+    quantize_dynamic(src, dst + ".tmp", weight_type=QuantType.QInt8)
+    os.replace(dst + ".tmp", dst)
+
+
+def ort_session(path: str, threads: Optional[int] = None) -> Any:
+    """An ONNX Runtime CPU session."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def compare(model: torch.nn.Module, sessions: dict[str, Any], batches: Any) -> dict[str, Any]:
+    """PyTorch's predictions against each session's on the same inputs: agreement, top-1 of each, max logit gap."""
+    n, correct_torch, max_diff = 0, 0, 0.0
+    correct = {name: 0 for name in sessions}
+    agree = {name: 0 for name in sessions}
+    with torch.inference_mode():
+        for x, y in batches:
+            ref = model(x).float().numpy()
+            pred, labels = ref.argmax(-1), y.numpy()
+            n += len(labels)
+            correct_torch += int((pred == labels).sum())
+            for name, session in sessions.items():
+                out = session.run([OUTPUT], {INPUT: x.numpy()})[0]
+                agree[name] += int((out.argmax(-1) == pred).sum())
+                correct[name] += int((out.argmax(-1) == labels).sum())
+                if name == "onnx":
+                    max_diff = max(max_diff, float(np.abs(out - ref).max()))
+    res: dict[str, Any] = {"num_samples": n, "top1_torch": correct_torch / max(n, 1)}
+    for name in sessions:
+        suffix = "" if name == "onnx" else f"_{name}"
+        res[f"agreement{suffix}"] = agree[name] / max(n, 1)
+        res[f"top1_{name}"] = correct[name] / max(n, 1)
+    res["max_abs_logit_diff"] = max_diff
+    return res
+
+
+def build_parser() -> OneLineParser:
+    """The command line of trainer.export."""
+    p = OneLineParser(prog="python -m trainer.export", description=__doc__)
+    p.add_argument("--checkpoint", required=True, help="a train_cls.py/train_kd.py output folder or its model.safetensors")
+    p.add_argument("--output", default=None, help="the ONNX file (default: RUN/model.onnx)")
+    p.add_argument("--int8", action="store_true", help="also write an int8 copy (default: RUN/model.int8.onnx)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache-dir", default=None)
+    return p
+
+
+def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False, batch_size: int = 64,
+               cache_dir: Optional[str] = None) -> dict[str, Any]:
+    """Export, quantise if asked, check on the run's eval images; write FILE.json; return the JSON line's content."""
+    require_deploy()
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    model, cfg = load_run(checkpoint, "--checkpoint")
+    folder = os.path.dirname(resolve_run(checkpoint)[0])
+    path = output or os.path.join(folder, "model.onnx")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UsageError(f"--output {path}: its folder does not exist: create it or pass another path")
+    view = run_view(cfg)
+    split, _ = run_eval_split(cfg, cache_dir=cache_dir)
+    place_splits([split], "auto", torch.device("cpu"))
+    spec = input_spec(view, cfg.get("label_names") or [str(k) for k in range(cfg["num_classes"])], split.framed)
+    export_onnx(model, spec, path)
+    files = {"onnx": path}
+    if int8:
+        files["int8"] = path[:-5] + ".int8.onnx" if path.endswith(".onnx") else path + ".int8"
+        quantize_int8(path, files["int8"])
+    sessions = {name: ort_session(f) for name, f in files.items()}
+    batches = ((preprocess(split.images.span(i, min(i + batch_size, len(split))), view, split.framed),
+                split.labels[i:i + batch_size]) for i in range(0, len(split), batch_size))
+    result = compare(model.float(), sessions, batches)
+    result.update(passed=1 - result["agreement"] <= MAX_DISAGREEMENT, checkpoint=checkpoint,
+                  **{("onnx" if name == "onnx" else "onnx_int8"): f for name, f in files.items()})
+    with open(path + ".json", "w") as f:
+        json.dump({"input": spec, "parity": result}, f, indent=1)
+    return result
+
+
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Export, check, print one JSON line; exit 1 when the export disagrees with PyTorch."""
+    args = build_parser().parse_args(argv)
+    out = export_run(args.checkpoint, args.output, args.int8, args.batch_size, args.cache_dir)
+    print(json.dumps(out), flush=True)
+    if not out["passed"]:
+        print(f"export failed: ONNX Runtime disagrees with PyTorch on {1 - out['agreement']:.2%} of "
+              f"{out['num_samples']} images (more than {MAX_DISAGREEMENT:.1%})", file=sys.stderr, flush=True)
+        sys.exit(1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
