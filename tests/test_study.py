@@ -14,11 +14,13 @@ RUNS = ["part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", 
         "part4_tiny_scratch"]
 
 
-def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir):
+def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, capsys):
     out = tmp_path / "demo"
     argv = ["--preset", "demo", "--output-dir", str(out), "--epochs", "1", "--samples-per-class", "8",
             "--standin-epochs", "1", "--standin-per-class", "8", "--cache-dir", str(cache_dir), "--no-progress"]
     study = study_main(argv)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("study: estimated ") and "on this cpu" in first and "--preset demo" not in first
     for run in RUNS:
         assert (out / run / "summary.json").is_file(), run
         assert not (out / run / "checkpoints").exists()  # resumable state is dropped once a run is complete
@@ -60,3 +62,24 @@ def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_di
     assert (out / "part1_base_scratch" / "summary.json").is_file()
     for run in ("part1_base_scratch", "standin_tiny", "part3_tiny_pretrained"):  # --seed reaches every run
         assert json.loads((out / run / "config.json").read_text())["training_args"]["seed"] == 7
+
+
+def test_the_hw2_study_without_a_gpu_says_how_long_and_points_to_the_demo(tmp_path, toy_dataset, capsys):
+    out = tmp_path / "hw2"
+    assert study_main(["--preset", "hw2", "--dataset", str(toy_dataset), "--output-dir", str(out),
+                       "--estimate-only"]) == {}
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("study: estimated ") and " h on this cpu" in line and "--preset demo" in line
+    assert not any(out.iterdir())  # nothing run
+
+
+def test_the_estimate_grows_with_the_work():
+    import torch
+
+    from trainer.study.estimate import study_seconds
+    from trainer.study.presets import demo_preset
+
+    p = demo_preset("unused")
+    short = study_seconds(p, torch.device("cpu"), 10, 100, stand_in=False)
+    p.epochs *= 4
+    assert 2.5 * short < study_seconds(p, torch.device("cpu"), 10, 100, stand_in=False) < 6 * short

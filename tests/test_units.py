@@ -184,3 +184,24 @@ def test_typed_values_are_parsed_once():
 def test_configs_built_in_python_are_checked_like_the_command_line(changes, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         validate(dataclasses.replace(TrainConfig(), **changes))
+
+
+@pytest.mark.parametrize("capability, study_precision, warned", [((7, 5), "fp16", True), ((7, 0), "fp16", True),
+                                                                 ((8, 0), "bf16", False), ((9, 0), "bf16", False)])
+def test_bf16_is_not_picked_where_it_is_emulated(monkeypatch, capability, study_precision, warned):
+    """A T4 (7.5) says is_bf16_supported() == True; the study must still pick fp16 and a bf16 run must say why."""
+    from trainer.distributed import precision_warning
+    from trainer.study.presets import hw2_preset
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    p = hw2_preset()
+    assert p.mixed_precision == study_precision and p.bench_precision == study_precision
+    line = precision_warning("bf16", torch.device("cuda"))
+    assert (line is not None) == warned
+    if warned:
+        assert "emulated" in line and "--mixed-precision fp16" in line and f"{capability[0]}.{capability[1]}" in line
+    assert precision_warning("fp16", torch.device("cuda")) is None
+    assert precision_warning("bf16", torch.device("cpu")) is None

@@ -19,6 +19,22 @@ def has_gpu() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
+def bf16_is_emulated(device: torch.device) -> bool:
+    """True on a CUDA GPU older than Ampere (compute capability < 8.0): torch.cuda.is_bf16_supported() says True
+    there (it counts emulation), yet bf16 runs far slower than fp16, the fast choice on a T4 or V100."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8
+
+
+def precision_warning(mixed_precision: str, device: torch.device) -> Optional[str]:
+    """The line a run asked for bf16 on such a GPU prints."""
+    if mixed_precision != "bf16" or not bf16_is_emulated(device):
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return (f"bf16 is emulated on this GPU ({torch.cuda.get_device_name(device)}, compute capability {major}.{minor} "
+            "< 8.0) and runs slowly: --mixed-precision fp16 (accelerate_configs/single_gpu_fp16_t4.yaml) is the "
+            "fast choice here")
+
+
 def _check_tracker(report_to: str) -> None:
     available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
     missing = (report_to in available and not available[report_to]) or (

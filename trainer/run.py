@@ -12,8 +12,8 @@ from accelerate.utils import set_seed
 from .augment import Frame, View
 from .config import TrainConfig
 from .data import DataBundle, default_cache_dir, load_data
-from .distributed import main_process_first, make_accelerator
-from .errors import UsageError
+from .distributed import main_process_first, make_accelerator, precision_warning
+from .errors import UsageError, warn
 from .models import create_model, input_view
 from .placement import place_splits
 from .resume import check_resumable
@@ -44,6 +44,8 @@ def _frame(cfg: TrainConfig) -> Frame:
 def build_run(cfg: TrainConfig) -> Run:
     """Everything that can fail on bad input, before anything is written to the output folder."""
     accelerator = make_accelerator(cfg.mixed_precision, cfg.report_to, cfg.output_dir)
+    if (slow := precision_warning(str(accelerator.mixed_precision), accelerator.device)) is not None:
+        warn(slow)
     resume_folder = check_resumable(cfg)
     in_use = output_dir_in_use(cfg.output_dir)
     # 'auto' without a checkpoint starts afresh over the log of a run cut off before its first one, not over a

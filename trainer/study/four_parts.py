@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
+from datasets import DatasetDict
 
 from ..api import TrainConfig, train
 from ..argparsing import OneLineParser
@@ -29,6 +30,7 @@ from ..evaluate import evaluate_checkpoint
 from ..models import load_run, run_view
 from ..resume import list_checkpoints
 from ..run_folder import MODEL_FILE, SUMMARY_FILE
+from .estimate import estimate_line
 from .presets import Preset, demo_preset, hw2_preset
 from .report import write_report
 from .study_data import build_digits, build_standin
@@ -56,6 +58,7 @@ class StudyArgs:
     cache_dir: Optional[str] = None
     seed: int = 42
     no_progress: bool = False
+    estimate_only: bool = False
 
 
 def run_config(p: Preset, args: StudyArgs, run: str, model: str, kwargs: dict[str, Any],
@@ -121,9 +124,23 @@ def _preset(args: StudyArgs) -> Preset:
     return p
 
 
+def announce(p: Preset, args: StudyArgs) -> None:
+    """Before a fresh study's first run: one line with its estimated time here (and where the demo is)."""
+    if _finished(args.output_dir, *RUNS) is not None and not args.estimate_only:
+        return
+    data = open_dataset(p.dataset)
+    num_eval = len(data["test"]) if isinstance(data, DatasetDict) and "test" in data else 10_000
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    print(estimate_line(p, args.preset, device, 10, num_eval, args.stand_in and not (
+        args.pretrained_base_file and args.pretrained_tiny_file)), flush=True)
+
+
 def run_study(args: StudyArgs) -> dict[str, Any]:
     """Run (or continue) the five runs and the throughput benchmark, then write the report."""
     p = _preset(args)
+    announce(p, args)
+    if args.estimate_only:
+        return {}
     started = time.perf_counter()
     inits: dict[str, str] = {"part1_base_scratch": "scratch", "part4_tiny_scratch": "scratch"}
     notes: list[str] = []
@@ -226,6 +243,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--cache-dir", default=None, help="decoded-image cache")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--estimate-only", action="store_true", help="print the estimated time of the study here and stop")
     return p
 
 

@@ -1,0 +1,87 @@
+"""How long the study will take here, from a few measured steps of each model, said before the first run."""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from .presets import Preset
+
+CPU_PROBE_BATCH = 4  # a few images are enough to time a step on a CPU, where time grows with the batch
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, batch_size: int, precision: str,
+                      device: torch.device, steps: int = 2) -> tuple[float, float]:
+    """(training, evaluation) seconds per image of a model, from a warm-up step and `steps` timed steps."""
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, num_classes=10, img_size=img_size, **kwargs).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = min(batch_size, CPU_PROBE_BATCH) if device.type == "cpu" else batch_size
+    x = torch.randn(batch, 3, img_size, img_size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    dtype = DTYPES.get(precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def train_step() -> None:
+        with autocast:
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def timed(fn: Any) -> float:
+        fn()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / steps / batch
+
+    train = timed(train_step)
+    with torch.inference_mode():
+        evaluate = timed(lambda: model(x))
+    return train, evaluate
+
+
+def study_seconds(p: Preset, device: torch.device, num_classes: int, num_eval: int, stand_in: bool) -> float:
+    """The five runs (and the stand-in pretraining, where the study makes one): training plus evaluations."""
+    n_train = p.samples_per_class * num_classes
+    n_eval = p.eval_samples_per_class * num_classes if p.eval_samples_per_class else num_eval
+    size = p.img_size or 224
+    base = seconds_per_image(p.base_model, p.base_kwargs, size, p.batch_size, p.mixed_precision or "no", device)
+    tiny = seconds_per_image(p.tiny_model, p.tiny_kwargs, size, p.batch_size, p.mixed_precision or "no", device)
+
+    def run(cost: tuple[float, float], images: int, epochs: int, eval_every: int, eval_images: int) -> float:
+        steps = math.ceil(images / p.batch_size) * epochs
+        evals = epochs + (steps // eval_every if eval_every else 0)
+        return cost[0] * images * epochs + cost[1] * eval_images * evals
+
+    total = 2 * run(base, n_train, p.epochs, p.eval_every, n_eval) + 3 * run(tiny, n_train, p.epochs, p.eval_every,
+                                                                           n_eval)
+    total += base[1] * n_train * (2 if p.teacher_cache else p.epochs)  # the teacher of part 4
+    if stand_in:  # a 20-class task: each class x rotation
+        standin = p.standin_per_class * 2 * num_classes
+        total += run(base, standin, p.standin_epochs, 0, 0) + run(tiny, standin, p.standin_epochs, 0, 0)
+    return total
+
+
+def estimate_line(p: Preset, preset_name: str, device: torch.device, num_classes: int, num_eval: int,
+                  stand_in: bool) -> str:
+    """One line: the study's estimated time here, and on a machine without a GPU, where the demo is."""
+    seconds = study_seconds(p, device, num_classes, num_eval, stand_in)
+    when = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    line = (f"study: estimated {when} on this {device.type} ({p.epochs} epochs of 5 runs"
+            f"{' and the stand-in pretraining' if stand_in else ''}, from a few measured steps of each model)")
+    if device.type == "cpu" and preset_name != "demo":
+        line += ("; there is no GPU here: `python -m trainer.study --preset demo` runs the same study shrunk for a "
+                 "CPU in minutes")
+    return line
