@@ -100,6 +100,16 @@ def test_onnxruntime_benchmark_reports_the_keys_of_the_torch_one(capsys):
     assert stop.value.code == 2 and "--runtime onnxruntime" in capsys.readouterr().err
 
 
+def test_every_run_and_evaluation_report_per_class_figures(small_run, cache_dir):
+    summary = json.loads((small_run / "summary.json").read_text())
+    per_class = summary["per_class"]
+    assert sum(map(sum, per_class["confusion_matrix"])) == summary["num_eval"] == 20
+    assert per_class["support"] == [5, 5, 5, 5] and per_class["label_names"] == [f"class{k}" for k in range(4)]
+    assert per_class["accuracy"] == pytest.approx(summary["final"]["eval_top1"])
+    out = evaluate_main(["--checkpoint", str(small_run), "--cache-dir", str(cache_dir)])
+    assert out["per_class"] == per_class  # one metric path: the run's final eval and trainer.evaluate agree
+
+
 def test_evaluate_takes_the_whole_split_off_the_runs_own_eval_set(small_run, toy_dataset, cache_dir):
     def count(*extra):
         return evaluate_main(["--checkpoint", str(small_run), "--cache-dir", str(cache_dir), *extra])["num_samples"]

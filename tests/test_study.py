@@ -37,8 +37,17 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
         assert title in report
     assert "Pretraining added" in report and "faster than ViT-B" in report and "The teacher added" in report
     assert "STAND-IN" in report and "not ImageNet" in report
-    for png in ("curves.png", "tradeoff.png"):
+    for png in ("curves.png", "tradeoff.png", "confusion.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Part 3 as a deployer asks it: ONNX Runtime latency in fp32 and int8, int8's top-1, per-class accuracy.
+    for key in ("base", "tiny"):
+        thr = study["throughput"][key]
+        assert thr["ort_fp32_latency_ms_bs1"] > 0 and thr["ort_int8_latency_ms_bs1"] > 0
+        assert thr["onnx_agreement"] >= 0.995 and 0 <= thr["top1_int8"] <= 1
+        assert (out / thr["run"] / "model.int8.onnx").is_file()
+    assert "## Deployment on a CPU" in report and "int8 ViT-Ti in ONNX Runtime answers in" in report
+    assert "## Per class" in report and "| macro F1 |" in report
+    assert all(f"| {k} | " in report for k in range(10))  # a row per digit class
 
     stamps = {run: os.path.getmtime(out / run / "summary.json") for run in RUNS}
     (out / "part4_tiny_scratch" / "summary.json").unlink()  # as if the study had been interrupted there

@@ -205,3 +205,21 @@ def test_bf16_is_not_picked_where_it_is_emulated(monkeypatch, capability, study_
         assert "emulated" in line and "--mixed-precision fp16" in line and f"{capability[0]}.{capability[1]}" in line
     assert precision_warning("fp16", torch.device("cuda")) is None
     assert precision_warning("bf16", torch.device("cpu")) is None
+
+
+def test_per_class_metrics_through_evaluate_match_scikit_learn():
+    """The package's own `evaluate` module, loaded offline, against scikit-learn's reference implementation."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from trainer.inference import per_class_report
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 300)
+    preds = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 5, 300))
+    preds[preds == 4] = 3  # class 4 is never predicted: its precision is 0 by convention, not NaN
+    got = per_class_report(torch.tensor(preds), torch.tensor(labels), [f"c{k}" for k in range(6)])
+    p, r, f, support = precision_recall_fscore_support(labels, preds, labels=range(6), zero_division=0)
+    assert got["precision"] == pytest.approx(p.tolist()) and got["recall"] == pytest.approx(r.tolist())
+    assert got["f1"] == pytest.approx(f.tolist()) and got["support"] == support.tolist()
+    assert got["confusion_matrix"] == confusion_matrix(labels, preds, labels=range(6)).tolist()
+    assert got["accuracy"] == pytest.approx((preds == labels).mean()) and got["label_names"][5] == "c5"

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .batches import EpochBatches, MicroStep, steps_per_epoch
 from .errors import Preempted, UsageError
-from .inference import EvalResult, eval_key, evaluate, save_eval_predictions
+from .inference import EvalResult, eval_key, evaluate, per_class_report, save_eval_predictions
 from .loop_state import LoopState
 from .metrics import Meter, RunLog
 from .models import count_params
@@ -210,6 +210,8 @@ def finish(t: Training) -> dict[str, Any]:
         "final": {"train_loss": final_train.loss, "train_top1": final_train.top1, "eval_loss": final_eval.loss,
                   "eval_top1": final_eval.top1, **{f"train_loss_{k}": v for k, v in final_train.parts.items()}},
         **task.summary(final_eval)}
+    if acc.is_main_process and final_eval.preds is not None:
+        summary["per_class"] = per_class_report(final_eval.preds, run.data.eval.labels, run.data.label_names)
     # A student's teacher runs eagerly: a compiled model's predictions are not what it would give.
     files = [f for f in RUN_FILES if f != EVAL_FILE or not cfg.compile]
     if acc.is_main_process:

@@ -11,7 +11,7 @@ from .argparsing import OneLineParser, count_or_all
 from .data import SplitData, default_cache_dir, load_eval_split
 from .distributed import end_processes, make_accelerator
 from .errors import UsageError, exit_on_usage_error
-from .inference import evaluate, reference_predictions
+from .inference import evaluate, per_class_report, reference_predictions
 from .models import load_run, run_view
 from .placement import place_splits
 from .run_folder import resolve_run
@@ -89,9 +89,13 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: Optional[str] = None, datas
             raise UsageError("--compare-with has another class count than --checkpoint: compare runs of one dataset")
         references["agreement"], _, _ = reference_predictions(
             other_model.to(acc.device), resolve_run(str(compare_with))[0], split, run_view(other_cfg), acc, batch_size)
-    res = evaluate(model.to(acc.device), split, run_view(cfg), acc, batch_size, references)
+    res = evaluate(model.to(acc.device), split, run_view(cfg), acc, batch_size, references, keep_preds=True)
+    assert res.preds is not None
     out: dict[str, Any] = {"top1": res.top1, "loss": res.loss, "num_samples": res.num_samples,
                            "checkpoint": checkpoint, "split": split_name, "processes": acc.num_processes}
+    if acc.is_main_process:
+        out["per_class"] = per_class_report(res.preds, split.labels, cfg.get("label_names") or [
+            str(k) for k in range(cfg["num_classes"])])
     if other is not None:
         out.update(agreement=res.agreement["agreement"], compare_with=compare_with)
     return out

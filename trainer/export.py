@@ -127,16 +127,18 @@ def build_parser() -> OneLineParser:
     p.add_argument("--output", default=None, help="the ONNX file (default: RUN/model.onnx)")
     p.add_argument("--int8", action="store_true", help="also write an int8 copy (default: RUN/model.int8.onnx)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-samples", type=int, default=None, help="check on the first N eval images only")
     p.add_argument("--cache-dir", default=None)
     return p
 
 
 def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False, batch_size: int = 64,
-               cache_dir: Optional[str] = None) -> dict[str, Any]:
+               cache_dir: Optional[str] = None, max_samples: Optional[int] = None) -> dict[str, Any]:
     """Export, quantise if asked, check on the run's eval images; write FILE.json; return the JSON line's content."""
     require_deploy()
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    for name, value in (("--batch-size", batch_size), ("--max-samples", max_samples or 1)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
     model, cfg = load_run(checkpoint, "--checkpoint")
     folder = os.path.dirname(resolve_run(checkpoint)[0])
     path = output or os.path.join(folder, "model.onnx")
@@ -152,8 +154,9 @@ def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False
         files["int8"] = path[:-5] + ".int8.onnx" if path.endswith(".onnx") else path + ".int8"
         quantize_int8(path, files["int8"])
     sessions = {name: ort_session(f) for name, f in files.items()}
-    batches = ((preprocess(split.images.span(i, min(i + batch_size, len(split))), view, split.framed),
-                split.labels[i:i + batch_size]) for i in range(0, len(split), batch_size))
+    n = min(len(split), max_samples or len(split))
+    batches = ((preprocess(split.images.span(i, min(i + batch_size, n)), view, split.framed),
+                split.labels[i:min(i + batch_size, n)]) for i in range(0, n, batch_size))
     result = compare(model.float(), sessions, batches)
     result.update(passed=1 - result["agreement"] <= MAX_DISAGREEMENT, checkpoint=checkpoint,
                   **{("onnx" if name == "onnx" else "onnx_int8"): f for name, f in files.items()})
@@ -166,7 +169,7 @@ def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Export, check, print one JSON line; exit 1 when the export disagrees with PyTorch."""
     args = build_parser().parse_args(argv)
-    out = export_run(args.checkpoint, args.output, args.int8, args.batch_size, args.cache_dir)
+    out = export_run(args.checkpoint, args.output, args.int8, args.batch_size, args.cache_dir, args.max_samples)
     print(json.dumps(out), flush=True)
     if not out["passed"]:
         print(f"export failed: ONNX Runtime disagrees with PyTorch on {1 - out['agreement']:.2%} of "

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ from .distributed import gather_shards, reduce_sum, shard_batches
 from .metrics import sum_dtype
 from .models import num_classes
 from .run_folder import EVAL_FILE, atomic_write, file_digest
+
+# An `evaluate` metric module inside the package: evaluate.load() reads it offline (the Hub's modules need a download).
+PER_CLASS_METRIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "per_class_metric.py")
 
 
 @dataclass
@@ -128,3 +131,13 @@ def reference_predictions(model: torch.nn.Module, weights: str, split: SplitData
     res = evaluate(model, split, view, accelerator, batch_size, keep_preds=True)
     assert res.preds is not None
     return res.preds, res.top1, False
+
+
+def per_class_report(preds: torch.Tensor, labels: torch.Tensor, label_names: Sequence[str]) -> dict[str, Any]:
+    """Per-class recall (accuracy), precision, F1 and the confusion matrix, through the `evaluate` module API."""
+    import evaluate  # its import is slow; only the final evaluation needs it
+
+    metric = evaluate.load(PER_CLASS_METRIC)
+    res = metric.compute(predictions=preds.cpu().tolist(), references=labels.cpu().tolist(),
+                         num_classes=len(label_names))
+    return {"label_names": list(label_names), **(res or {})}

@@ -1,6 +1,6 @@
-"""The study's report: one table, two plots and observations computed from the runs' own files.
+"""The study's report: its tables, plots and observations, computed from the runs' own files.
 
-    python -m trainer.study.report runs/demo      # rewrite runs/demo/report.md, curves.png, tradeoff.png
+    python -m trainer.study.report runs/demo      # rewrite runs/demo/report.md and its plots
 """
 from __future__ import annotations
 
@@ -11,15 +11,7 @@ from typing import Optional
 
 from ..errors import UsageError, exit_on_usage_error
 from ..metrics import read_jsonl
-
-TITLES = {
-    "part1_base_scratch": "1. ViT-B from scratch",
-    "part2_base_pretrained": "2. ViT-B pretrained",
-    "part3_tiny_pretrained": "3. ViT-Ti pretrained",
-    "part4_tiny_distilled": "4. ViT-Ti pretrained + teacher",
-    "part4_tiny_scratch": "4'. ViT-Ti from scratch",
-}
-
+from .plots import TITLES, plot_confusion, plot_curves, plot_tradeoff
 
 def _load(out_dir: str, run: str) -> Optional[dict]:
     folder = os.path.join(out_dir, run)
@@ -37,70 +29,6 @@ def _pct(x: Optional[float]) -> str:
 
 def _num(x: Optional[float], fmt: str = "{:.3f}") -> str:
     return "n/a" if x is None else fmt.format(x)
-
-
-def plot_curves(runs: dict, path: str) -> None:
-    """Loss and top-1 against epoch: eval (solid, every evaluation) and train (dashed, epoch averages)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for i, s in enumerate(runs.values()):
-        recs = s["records"]
-        evals = [r for r in recs if r["event"] == "eval" and r.get("loss") is not None]
-        # Train lines are running averages over the epoch so far; the epoch-end value is the epoch's average.
-        trains = [r for r in recs if r["event"] == "train" and float(r["epoch"]).is_integer()]
-        for ax, key, scale in ((axes[0], "loss", 1), (axes[1], "top1", 100)):
-            ax.plot([r["epoch"] for r in evals], [scale * r[key] for r in evals], "-", marker=".", color=f"C{i}")
-            ax.plot([r["epoch"] for r in trains], [scale * r[key] for r in trains], "--", marker="x", color=f"C{i}",
-                    alpha=0.8)
-    axes[0].set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    axes[1].set(xlabel="epoch", ylabel="top-1 (%)", title="Top-1 accuracy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=f"C{i}", lw=3, label=TITLES[run]) for i, run in enumerate(runs)]
-    handles += [Line2D([], [], color="k", ls="-", marker=".", label="eval"),
-                Line2D([], [], color="k", ls="--", marker="x", label="train (epoch average)")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_tradeoff(runs: dict, throughput: dict, path: str, device: str) -> None:
-    """Final eval top-1 against test-time images/s."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    xs = []
-    for i, (run, s) in enumerate(runs.items()):
-        key = "base" if "base" in run else "tiny"
-        if key not in throughput or s["final"]["eval_top1"] is None:
-            continue
-        x, y = throughput[key]["images_per_s"], 100 * s["final"]["eval_top1"]
-        xs.append(x)
-        ax.scatter([x], [y], color=f"C{i}", s=60, zorder=3)
-        # Runs of one model share an x: alternate the labels above and below so close points stay readable.
-        ax.annotate(TITLES[run], (x, y), textcoords="offset points", xytext=(-7, 6 if i % 2 else -12), fontsize=8,
-                    ha="right")
-    ax.set_xscale("log")
-    if xs:
-        ax.set_xlim(min(xs) / 3, max(xs) * 1.8)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel=f"test-time throughput (images/s, {device}, log scale)", ylabel="final eval top-1 (%)",
-           title="Accuracy against speed")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def observations(runs: dict, study: dict) -> list[str]:
@@ -126,6 +54,16 @@ def observations(runs: dict, study: dict) -> list[str]:
         out.append(f"ViT-Ti is {speed:.1f}x faster than ViT-B at test time ({thr['tiny']['images_per_s']:.0f} against "
                    f"{thr['base']['images_per_s']:.0f} images/s on {thr['tiny']['device']}, "
                    f"{thr['tiny']['precision']}) and {lat:.1f}x faster at batch 1 on the CPU{cost}.")
+    if "ort_int8_latency_ms_bs1" in thr.get("tiny", {}) and "base" in thr:
+        base, tiny = thr["base"], thr["tiny"]
+        loss_pts = 100 * (base.get("top1_torch", 0.0) - tiny["top1_int8"])
+        speedup = base["cpu_latency_ms_bs1"] / tiny["ort_int8_latency_ms_bs1"]
+        out.append(f"Deployed on this CPU at batch 1, int8 ViT-Ti in ONNX Runtime answers in "
+                   f"{tiny['ort_int8_latency_ms_bs1']:.1f} ms, {speedup:.1f}x "
+                   f"faster than fp32 ViT-B in PyTorch ({base['cpu_latency_ms_bs1']:.1f} ms), for "
+                   f"{abs(loss_pts):.1f} points of top-1 {'lost' if loss_pts >= 0 else 'gained'} "
+                   f"({_pct(tiny['top1_int8'])} against {_pct(base.get('top1_torch'))} on "
+                   f"{tiny['onnx_check_images']} eval images).")
     if "part4_tiny_distilled" in top and "part3_tiny_pretrained" in top:
         line = (f"The teacher added {100 * (top['part4_tiny_distilled'] - top['part3_tiny_pretrained']):+.1f} points "
                 f"to the pretrained ViT-Ti ({_pct(top['part3_tiny_pretrained'])} alone, "
@@ -142,8 +80,52 @@ def observations(runs: dict, study: dict) -> list[str]:
     return out
 
 
+def deployment_lines(thr: dict) -> list[str]:
+    """Part 3 as a deployer asks it: batch-1 CPU latency in PyTorch and ONNX Runtime (fp32, int8), int8's top-1."""
+    have = {k: v for k, v in thr.items() if "ort_int8_latency_ms_bs1" in v}
+    if not have:
+        return []
+    lines = ["", "## Deployment on a CPU", "", "Batch-1 latency on this machine's CPU; each model exported with "
+             "`python -m trainer.export --int8` (files `model.onnx`, `model.int8.onnx` in its run folder), top-1 on "
+             "the first eval images of its run.", "",
+             "| model | PyTorch fp32 | ONNX Runtime fp32 | ONNX Runtime int8 | top-1 PyTorch | top-1 ONNX | "
+             "top-1 int8 | images |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, v in have.items():
+        lines.append(f"| {'ViT-B' if key == 'base' else 'ViT-Ti'} ({v['run']}) | {v['cpu_latency_ms_bs1']:.1f} ms | "
+                     f"{v['ort_fp32_latency_ms_bs1']:.1f} ms | {v['ort_int8_latency_ms_bs1']:.1f} ms | "
+                     f"{_pct(v['top1_torch'])} | {_pct(v['top1_onnx'])} | {_pct(v['top1_int8'])} | "
+                     f"{v['onnx_check_images']} |")
+    return lines
+
+
+def per_class_lines(runs: dict) -> list[str]:
+    """Each class's eval accuracy (recall) in every run: where each model fails."""
+    have = {r: s["per_class"] for r, s in runs.items() if "per_class" in s}
+    if not have:
+        return []
+    names = next(iter(have.values()))["label_names"]
+    lines = ["", "## Per class", "", "Eval accuracy of each class (recall); precision, F1 and the confusion matrix "
+             "of every run are in its `summary.json` (`per_class`).", "",
+             "| class | " + " | ".join(TITLES[r] for r in have) + " |", "| --- |" + " ---: |" * len(have)]
+    for k, name in enumerate(names):
+        lines.append(f"| {name} | " + " | ".join(_pct(pc["recall"][k]) for pc in have.values()) + " |")
+    lines.append("| macro F1 | " + " | ".join(f"{pc['macro_f1']:.3f}" for pc in have.values()) + " |")
+    return lines
+
+
+def best_of_each_model(runs: dict) -> dict[str, dict]:
+    """The per-class figures of the best ViT-B and the best ViT-Ti run, by eval top-1, titled for the plot."""
+    out = {}
+    for kind in ("base", "tiny"):
+        mine = [r for r, s in runs.items() if kind in r and "per_class" in s]
+        if mine:
+            best = max(mine, key=lambda r: runs[r]["final"]["eval_top1"])
+            out[TITLES[best]] = runs[best]["per_class"]
+    return out
+
+
 def write_report(out_dir: str) -> str:
-    """Write report.md, curves.png and tradeoff.png from a study folder; return the report's path."""
+    """Write report.md, curves.png, tradeoff.png and confusion.png from a study folder; return the report's path."""
     with open(os.path.join(out_dir, "study.json")) as f:
         study = json.load(f)
     runs = {r: s for r in TITLES if (s := _load(out_dir, r)) is not None}
@@ -177,6 +159,8 @@ def write_report(out_dir: str) -> str:
                           f"{k}: {v['images_per_s']:.0f} images/s at batch {v['batch_size']} ({v['device']}, "
                           f"{v['precision']}), batch-1 CPU latency {v['cpu_latency_ms_bs1']:.1f} ms"
                           for k, v in thr.items()) + "."]
+    lines += deployment_lines(thr)
+    lines += per_class_lines(runs)
     lines += ["", "## Observations", ""] + [f"- {o}" for o in observations(runs, study)]
     if study.get("notes"):
         lines += ["", "## Not run", ""] + [f"- {n}" for n in study["notes"]]
@@ -191,6 +175,9 @@ def write_report(out_dir: str) -> str:
         plot_tradeoff(runs, thr, os.path.join(out_dir, "tradeoff.png"),
                       next(iter(thr.values()))["device"] if thr else "")
         lines += ["", "![curves](curves.png)", "", "![tradeoff](tradeoff.png)"]
+    if best := best_of_each_model(runs):
+        plot_confusion(best, os.path.join(out_dir, "confusion.png"))
+        lines += ["", "![confusion matrices of the best ViT-B and ViT-Ti runs](confusion.png)"]
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
