@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from .presets import Preset
 
-CPU_PROBE_BATCH = 4  # a few images are enough to time a step on a CPU, where time grows with the batch
+CPU_PROBE_BATCH = 4  # a vit_base step at 224 takes about a minute on a small CPU at batch 64: probe with fewer
+QUICK_STEP_S = 0.5  # a probe step faster than this is re-timed at the real batch size (small batches waste a CPU)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -22,33 +23,35 @@ def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, ba
     torch.manual_seed(0)
     model = timm.create_model(model_name, num_classes=10, img_size=img_size, **kwargs).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = min(batch_size, CPU_PROBE_BATCH) if device.type == "cpu" else batch_size
-    x = torch.randn(batch, 3, img_size, img_size, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
     dtype = DTYPES.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
-    def train_step() -> None:
+    def train_step(x: torch.Tensor) -> None:
         with autocast:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), torch.zeros(x.shape[0], dtype=torch.long, device=device))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def timed(fn: Any) -> float:
-        fn()  # warm-up
+    def per_image(fn: Any, x: torch.Tensor, repeats: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for _ in range(steps):
-            fn()
+        for _ in range(repeats):
+            fn(x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) / steps / batch
+        return (time.perf_counter() - start) / repeats / x.shape[0]
 
-    train = timed(train_step)
+    batch = min(batch_size, CPU_PROBE_BATCH) if device.type == "cpu" else batch_size
+    x = torch.randn(batch, 3, img_size, img_size, device=device)
+    per_image(train_step, x, 1)  # warm-up
+    if batch < batch_size and per_image(train_step, x, 1) * batch < QUICK_STEP_S:
+        x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+        per_image(train_step, x, 1)
+    train = per_image(train_step, x, steps)
     with torch.inference_mode():
-        evaluate = timed(lambda: model(x))
+        evaluate = per_image(model, torch.cat([x, x]), steps + 1)  # evaluation batches are twice as large
     return train, evaluate
 
 
