@@ -63,8 +63,6 @@ CASES = [
     ("unknown_model", "train_cls.py", ["--model", "vit_tinny_patch16_224"],
      ["unknown timm model 'vit_tinny_patch16_224'", "did you mean"]),
     ("model_kwargs_name", "train_cls.py", ["--model-kwargs", "depth=2", "dept=3"], ["rejects --model-kwargs", "dept"]),
-    ("img_size_on_resnet", "train_cls.py", ["--model", "resnet18", "--model-kwargs"],  # SMALL_VIT's --img-size 32
-     ["timm model 'resnet18' takes no input size", "leave out --img-size"]),
     ("missing_folder", "train_cls.py", ["--dataset", "{tmp}/nope"], ["does not exist", "--dataset"]),
     ("label_column_missing", "train_cls.py", ["--label-column", "labels"],
      ["column 'labels' (--label-column) not found", "['img', 'label']"]),

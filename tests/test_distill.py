@@ -266,3 +266,21 @@ def test_distillation_with_the_teacher_cache_survives_sigterm(hard_dataset, cach
     assert_same_run(ref, out)
     assert json.loads((out / "summary.json").read_text())["teacher_agreement"] == json.loads(
         (ref / "summary.json").read_text())["teacher_agreement"]
+
+
+@pytest.mark.slow
+def test_a_convnet_teaches_a_vit(hard_dataset, cache_dir, tmp_path):
+    """--img-size goes only to models built for one input size; a resnet's images are resized to it instead."""
+    from trainer.evaluate import main as evaluate_main
+
+    conv = tmp_path / "resnet"
+    summary = main_cls(["--model", "resnet18", "--img-size", "48", "--dataset", str(hard_dataset), "--output-dir",
+                        str(conv), "--cache-dir", str(cache_dir), "--samples-per-class", "30", "--batch-size", "16",
+                        "--epochs", "1", "--lr", "1e-3", "--no-progress"])
+    assert json.loads((conv / "config.json").read_text())["img_size"] == 48
+    assert evaluate_main(["--checkpoint", str(conv), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
+        summary["final"]["eval_top1"])  # rebuilt from its folder, evaluated at 48 px as trained
+    kd = main_kd(_kd_args(hard_dataset, tmp_path / "kd", cache_dir, conv, "--epochs", "1", "--teacher-cache"))
+    assert kd["teacher"].rstrip("/").endswith("resnet")
+    assert kd["teacher_eval_top1"] == pytest.approx(summary["final"]["eval_top1"])
+    assert 0 <= kd["teacher_agreement"] <= 1

@@ -50,12 +50,16 @@ def odd_dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("odd") / "odd", {"train": 30}, rows={"test": 1001})
 
 
+def _two_process_args(dataset, out, cache_dir) -> list[str]:
+    return [str(ROOT / "train_cls.py"), *SMALL_VIT, "--dataset", str(dataset), "--output-dir", str(out),
+            "--cache-dir", str(cache_dir), "--samples-per-class", "25", "--eval-samples-per-class", "all",
+            "--batch-size", "8", "--epochs", "2", "--eval-every", "5", "--no-progress"]
+
+
 @pytest.fixture(scope="module")
 def two_process_run(odd_dataset, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
-    res = torchrun(2, str(ROOT / "train_cls.py"), *SMALL_VIT, "--dataset", str(odd_dataset), "--output-dir", str(out),
-                   "--cache-dir", str(cache_dir), "--samples-per-class", "25", "--eval-samples-per-class", "all",
-                   "--batch-size", "8", "--epochs", "2", "--eval-every", "5", "--no-progress")
+    res = torchrun(2, *_two_process_args(odd_dataset, out, cache_dir))
     assert res.returncode == 0, res.stderr[-4000:]
     return out, res
 
@@ -183,29 +187,25 @@ torch.distributed.destroy_process_group()
     assert out == {"n": 5, "top1": 0.8, "preds": [1, 1, 1, 1, 1]}
 
 
-def test_sigterm_to_both_processes_saves_one_checkpoint_and_continues_exactly(odd_dataset, cache_dir, tmp_path):
-    """The two processes get the signal at different steps; they agree on one, save one checkpoint together, and
-    the same command continues to the weights and metric lines of the run left alone."""
-    def args(out):
-        return [str(ROOT / "train_cls.py"), *SMALL_VIT, "--dataset", str(odd_dataset), "--output-dir", str(out),
-                "--cache-dir", str(cache_dir), "--samples-per-class", "25", "--batch-size", "4", "--epochs", "3",
-                "--log-every", "2", "--eval-every", "10", "--no-progress", "--resume-from", "auto"]
-
-    ref, out = tmp_path / "ref", tmp_path / "cut"
-    assert torchrun(2, *args(ref)).returncode == 0
-    agent = subprocess.Popen(_torchrun_cmd(2, *args(out)), cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    wait_for_step(agent, out / "metrics.jsonl", 4)
+def test_sigterm_to_both_processes_saves_one_checkpoint_and_continues_exactly(two_process_run, odd_dataset,
+                                                                               cache_dir, tmp_path):
+    """The two processes get the signal at different times; they agree on one step, save one checkpoint together,
+    and the same command continues to the weights and metric lines of the run left alone."""
+    ref, out = two_process_run[0], tmp_path / "cut"
+    args = [*_two_process_args(odd_dataset, out, cache_dir), "--resume-from", "auto"]
+    agent = subprocess.Popen(_torchrun_cmd(2, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    wait_for_step(agent, out / "metrics.jsonl", 5)  # the first evaluation is written
     workers = _children(agent.pid)
     assert len(workers) == 2
-    for pid in workers:  # one after the other: the second process sees it some steps later
+    for pid in workers:  # one after the other: the second process may see it a step later
         os.kill(pid, signal.SIGTERM)
         time.sleep(0.05)
     _, err = agent.communicate(timeout=120)
     assert agent.returncode != 0 and "exitcode  : 75" in err, err[-3000:]
     (ckpt,) = (out / "checkpoints").iterdir()
     state = json.loads((ckpt / "trainer_state.json").read_text())
-    assert 0 < state["micro"] < 13 and len(state["meter"]) == 2  # mid-epoch; both processes' figures
-    res = torchrun(2, *args(out))
+    assert 5 <= state["step"] < 14 and len(state["meter"]) == 2  # before the end; both processes' figures
+    res = torchrun(2, *args)
     assert res.returncode == 0, res.stderr[-4000:]
     assert_same_run(ref, out)

@@ -73,22 +73,46 @@ def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_di
         assert json.loads((out / run / "config.json").read_text())["training_args"]["seed"] == 7
 
 
-def test_the_hw2_study_without_a_gpu_says_how_long_and_points_to_the_demo(tmp_path, toy_dataset, capsys):
+def _fixed_costs(monkeypatch):
+    """Step times as a probe would measure them (the demo study test runs the real probe): ViT-B 50 ms a training
+    image and 15 ms an eval image, ViT-Ti a tenth of that."""
+    import trainer.study.estimate as estimate
+
+    def seconds_per_image(model_name, *args, **kwargs):
+        return (0.05, 0.015) if "base" in model_name else (0.005, 0.0015)
+
+    monkeypatch.setattr(estimate, "seconds_per_image", seconds_per_image)
+
+
+def test_the_hw2_study_without_a_gpu_says_how_long_and_points_to_the_demo(tmp_path, toy_dataset, capsys,
+                                                                          monkeypatch):
+    _fixed_costs(monkeypatch)
     out = tmp_path / "hw2"
     assert study_main(["--preset", "hw2", "--dataset", str(toy_dataset), "--output-dir", str(out),
                        "--estimate-only"]) == {}
     (line,) = capsys.readouterr().out.strip().splitlines()
-    assert line.startswith("study: estimated ") and " h on this cpu" in line and "--preset demo" in line
+    # 2 ViT-B runs of 10,000 images x 5 epochs at 50 ms = 83 min of training alone; the evaluations add more.
+    hours = float(line.split("estimated ")[1].split(" h")[0])
+    assert 1.5 < hours < 5 and " h on this cpu" in line and "--preset demo" in line
     assert not any(out.iterdir())  # nothing run
 
 
-def test_the_estimate_grows_with_the_work():
+def test_the_estimate_counts_the_work(monkeypatch):
     import torch
 
     from trainer.study.estimate import study_seconds
     from trainer.study.presets import demo_preset
 
+    _fixed_costs(monkeypatch)
     p = demo_preset("unused")
-    short = study_seconds(p, torch.device("cpu"), 10, 100, stand_in=False)
-    p.epochs *= 4
-    assert 2.5 * short < study_seconds(p, torch.device("cpu"), 10, 100, stand_in=False) < 6 * short
+    p.eval_every = 0
+    p.teacher_cache = False
+    cpu = torch.device("cpu")
+    # 600 training images x 5 epochs: 2 ViT-B runs, 3 ViT-Ti runs, and the teacher's pass per epoch; 100 eval
+    # images after every epoch of every run.
+    train = 600 * 5 * (2 * 0.05 + 3 * 0.005) + 600 * 5 * 0.015
+    evals = 100 * 5 * (2 * 0.015 + 3 * 0.0015)
+    assert study_seconds(p, cpu, 10, 100, stand_in=False) == pytest.approx(train + evals)
+    p.epochs *= 2
+    assert study_seconds(p, cpu, 10, 100, stand_in=False) == pytest.approx(2 * (train + evals))
+    assert study_seconds(p, cpu, 10, 100, stand_in=True) > 2 * (train + evals)

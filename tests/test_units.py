@@ -223,3 +223,18 @@ def test_per_class_metrics_through_evaluate_match_scikit_learn():
     assert got["f1"] == pytest.approx(f.tolist()) and got["support"] == support.tolist()
     assert got["confusion_matrix"] == confusion_matrix(labels, preds, labels=range(6)).tolist()
     assert got["accuracy"] == pytest.approx((preds == labels).mean()) and got["label_names"][5] == "c5"
+
+
+def test_the_curves_show_the_loss_parts_of_a_distillation(tmp_path):
+    from trainer.study.plots import plot_curves
+
+    def records(parts: bool) -> list:
+        return [{"event": event, "epoch": float(e), "step": e, "loss": 1.0 / e, "top1": 0.1 * e,
+                 **({"loss_ce": 1.2 / e, "loss_kd": 0.8 / e} if parts and event == "train" else {})}
+                for e in (1, 2, 3) for event in ("train", "eval")]
+
+    alone = {"part3_tiny_pretrained": {"records": records(False)}}
+    assert len(plot_curves(alone, str(tmp_path / "a.png"))) == 2
+    titles = plot_curves({**alone, "part4_tiny_distilled": {"records": records(True)}}, str(tmp_path / "b.png"))
+    assert len(titles) == 3 and "teacher term (KD)" in titles[2]
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

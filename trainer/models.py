@@ -28,14 +28,25 @@ def _linear(in_features: int, out_features: int) -> str:
     return f"Linear({in_features}->{out_features})"
 
 
+def _refused_keyword(err: TypeError) -> str:
+    return str(err).rsplit("'", 2)[-2] if str(err).count("'") >= 2 else ""
+
+
 def _rejected(name: str, err: TypeError, kwargs: dict) -> UsageError:
-    """The flag to blame when timm's constructor refuses a keyword: --img-size or --model-kwargs."""
-    bad = str(err).rsplit("'", 2)[-2] if str(err).count("'") >= 2 else ""
-    if bad == "img_size":
-        return UsageError(f"timm model '{name}' takes no input size: leave out --img-size (it sets the input size of "
-                          "models built for one, such as ViTs; images are resized to the model's own size anyway)")
+    """The line for a keyword timm's constructor refuses (one of --model-kwargs)."""
     given = {k: v for k, v in kwargs.items() if k != "img_size"}
     return UsageError(f"timm model '{name}' rejects --model-kwargs {given} ({err}): check the names")
+
+
+def _timm_create(name: str, kwargs: dict, **extra: Any) -> nn.Module:
+    """timm.create_model, giving img_size only to models built for one input size (ViTs): a convnet takes any size,
+    and the input view resizes its images to img_size instead."""
+    try:
+        return timm.create_model(name, **extra, **kwargs)
+    except TypeError as err:
+        if "img_size" not in kwargs or _refused_keyword(err) != "img_size":
+            raise
+    return timm.create_model(name, **extra, **{k: v for k, v in kwargs.items() if k != "img_size"})
 
 
 def _timm(model: nn.Module) -> Any:
@@ -63,7 +74,7 @@ def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None,
     if pretrained_file:
         return _from_file(name, num_classes, pretrained_file, kwargs)
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+        model = _timm_create(name, kwargs, pretrained=pretrained, num_classes=num_classes)
     except TypeError as err:
         raise _rejected(name, err, kwargs) from None
     except Exception as err:
@@ -87,7 +98,7 @@ def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn
     try:
         # Only the parameter names are needed: build on the meta device, allocating and initialising nothing.
         with torch.device("meta"):
-            probe = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+            probe = _timm_create(name, kwargs, pretrained=False, num_classes=num_classes)
     except TypeError as err:
         raise _rejected(name, err, kwargs) from None
     classifier = _timm(probe).pretrained_cfg.get("classifier", "head")
@@ -102,8 +113,7 @@ def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn
     source = int(head_shape[0]) if head_shape else num_classes
     overlay = dict(file=os.path.abspath(path), num_classes=source, custom_load=False)
     try:
-        model = timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay,
-                                  **kwargs)
+        model = _timm_create(name, kwargs, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay)
     except Exception as err:
         raise UsageError(f"--pretrained-file {path} does not load into '{name}' "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]}): pass a file saved from the same "
@@ -142,8 +152,8 @@ def load_run(path: str, what: str = "checkpoint") -> tuple[nn.Module, dict]:
     overlay = dict(file=os.path.abspath(weights), num_classes=cfg["num_classes"], custom_load=False)
     check_model_name(cfg["architecture"])
     try:
-        model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=cfg["num_classes"],
-                                  pretrained_cfg_overlay=overlay, **kwargs)
+        model = _timm_create(cfg["architecture"], kwargs, pretrained=True, num_classes=cfg["num_classes"],
+                             pretrained_cfg_overlay=overlay)
     except Exception as err:
         raise UsageError(f"{what} {weights} does not match its {os.path.basename(config_path)} "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]}): keep the files of one run together"

@@ -12,16 +12,19 @@ TITLES = {
 }
 
 
-def plot_curves(runs: dict, path: str) -> None:
-    """Loss and top-1 against epoch: eval (solid, every evaluation) and train (dashed, epoch averages)."""
+def plot_curves(runs: dict, path: str) -> list[str]:
+    """Loss and top-1 against epoch: eval (solid, every evaluation) and train (dashed, epoch averages); and, for
+    the runs that distil, their train loss parts (label term loss_ce, teacher term loss_kd), so that a reader sees
+    what the teacher term does."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for i, s in enumerate(runs.values()):
+    parts = {run: s for run, s in runs.items() if any("loss_kd" in r for r in s["records"])}
+    fig, axes = plt.subplots(1, 3 if parts else 2, figsize=(19 if parts else 13, 5.2))
+    for i, (run, s) in enumerate(runs.items()):
         recs = s["records"]
         evals = [r for r in recs if r["event"] == "eval" and r.get("loss") is not None]
         # Train lines are running averages over the epoch so far; the epoch-end value is the epoch's average.
@@ -30,6 +33,14 @@ def plot_curves(runs: dict, path: str) -> None:
             ax.plot([r["epoch"] for r in evals], [scale * r[key] for r in evals], "-", marker=".", color=f"C{i}")
             ax.plot([r["epoch"] for r in trains], [scale * r[key] for r in trains], "--", marker="x", color=f"C{i}",
                     alpha=0.8)
+        if run in parts:
+            for key, style in (("loss_ce", ":"), ("loss_kd", "-.")):
+                axes[2].plot([r["epoch"] for r in trains], [r[key] for r in trains], style, marker="x", color=f"C{i}",
+                             label=f"{TITLES[run]}: {key}")
+    if parts:
+        axes[2].set(xlabel="epoch", ylabel="train loss part (before weighting)",
+                    title="Distillation: label term (CE) and teacher term (KD)")
+        axes[2].legend(fontsize=7)
     axes[0].set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     axes[1].set(xlabel="epoch", ylabel="top-1 (%)", title="Top-1 accuracy")
     for ax in axes:
@@ -41,6 +52,7 @@ def plot_curves(runs: dict, path: str) -> None:
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return [ax.get_title() for ax in axes]
 
 
 def plot_tradeoff(runs: dict, throughput: dict, path: str, device: str) -> None:
