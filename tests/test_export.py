@@ -118,3 +118,17 @@ def test_evaluate_takes_the_whole_split_off_the_runs_own_eval_set(small_run, toy
     assert count("--eval-samples-per-class", "all") == 80  # 'all' overrides the run's choice
     assert count("--eval-split", "train") == 240  # another split: all of it
     assert count("--eval-split", "train", "--eval-samples-per-class", "10") == 40
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--output", "{tmp}/no/such/folder/m.onnx"], "its folder does not exist"),
+    (["--max-samples", "0"], "--max-samples must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_bad_export_arguments_exit_2_with_one_line(small_run, tmp_path, capsys, extra, message):
+    before = sorted(p.name for p in small_run.iterdir())
+    with pytest.raises(SystemExit) as stop:
+        export_main(["--checkpoint", str(small_run), *[a.replace("{tmp}", str(tmp_path)) for a in extra]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and message in err[0]
+    assert sorted(p.name for p in small_run.iterdir()) == before

@@ -48,6 +48,7 @@ def _checkpoint(folder, step: int) -> str:
      "optimizer.bin is unreadable"),
     (lambda f: (f / STATE_FILE).unlink(), f"{STATE_FILE} is missing"),
     (lambda f: (f / STATE_FILE).write_text('{"step": 5, "fi'), f"{STATE_FILE} is unreadable"),
+    (lambda f: (f / "pytorch_model_fsdp_0").mkdir(), None),  # FSDP's sharded state is a folder: not a damage
 ])
 def test_checkpoint_problem_names_what_is_damaged(tmp_path, damage, problem):
     folder = tmp_path / "step-5"

@@ -29,7 +29,8 @@ from .placement import place_splits
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timing brackets)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -42,11 +43,11 @@ def time_batches(model: torch.nn.Module, batch: torch.Tensor, precision: str, wa
     with torch.inference_mode(), autocast:
         for _ in range(warmup):
             model(batch)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(iters):
             model(batch)
-        _sync(device)
+        sync(device)
     return (time.perf_counter() - start) / iters
 
 
@@ -141,11 +142,11 @@ def end_to_end(model: torch.nn.Module, view: View, dataset: str, device: torch.d
     model = model.to(device).eval()
     with torch.inference_mode(), autocast:
         model(preprocess(data.images.span(0, min(batch_size, n)), view, data.framed))  # warm-up
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for i in range(0, n, batch_size):
             model(preprocess(data.images.span(i, min(i + batch_size, n)), view, data.framed)).argmax(-1)
-        _sync(device)
+        sync(device)
     return n / (time.perf_counter() - start)
 
 

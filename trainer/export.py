@@ -136,8 +136,8 @@ def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False
                cache_dir: Optional[str] = None, max_samples: Optional[int] = None) -> dict[str, Any]:
     """Export, quantise if asked, check on the run's eval images; write FILE.json; return the JSON line's content."""
     require_deploy()
-    for name, value in (("--batch-size", batch_size), ("--max-samples", max_samples or 1)):
-        if value < 1:
+    for name, value in (("--batch-size", batch_size), ("--max-samples", max_samples)):
+        if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
     model, cfg = load_run(checkpoint, "--checkpoint")
     folder = os.path.dirname(resolve_run(checkpoint)[0])

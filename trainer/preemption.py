@@ -11,6 +11,8 @@ from typing import Any, Optional
 import torch
 from accelerate import Accelerator
 
+from .distributed import reduce_sum
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -50,8 +52,8 @@ class StopSignal:
         # Each process may see the signal at another step (or not at all): the flags are summed, and every process
         # reads the sum one step after launching it, so that the reduction overlaps a step instead of stalling it.
         agreed = self._pending is not None and bool(self._pending.item())
-        flag = torch.full((), int(self.received is not None), device=self.accelerator.device)
-        self._pending = self.accelerator.reduce(flag, reduction="sum")
+        self._pending = reduce_sum(torch.full((), int(self.received is not None), device=self.accelerator.device),
+                                   self.accelerator)
         if agreed and self.received is None:
             self.received = "a signal to another process"
         return agreed

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 from safetensors import safe_open
 
 from .config import TrainConfig
+from .distributed import reduce_sum
 from .errors import UsageError, human_size, warn
 
 STATE_FILE = "trainer_state.json"
@@ -62,9 +63,11 @@ def checkpoint_problem(folder: str) -> Optional[str]:
         return f"{STATE_FILE} is missing"
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f"{STATE_FILE} is unreadable"
-    for name in sorted(set(files) | set(os.listdir(folder)) - {STATE_FILE}):
+    # Folders inside (FSDP's sharded state) are not listed: their parts are accelerate's to check on load.
+    present = {n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))}
+    for name in sorted(set(files) | present - {STATE_FILE}):
         path = os.path.join(folder, name)
-        if not os.path.isfile(path):
+        if name not in present:
             return f"{name} is missing"
         size = os.path.getsize(path)
         if name in files and size != files[name]:
@@ -135,9 +138,7 @@ def load_checkpoint(accelerator: Accelerator, folder: str) -> dict[str, Any]:
 
 def _all_succeeded(error: Optional[OSError], accelerator: Accelerator) -> bool:
     """Every process learns whether any of them failed (no process waits forever for one that gave up)."""
-    failed = torch.tensor(float(error is not None), device=accelerator.device)
-    if accelerator.num_processes > 1:
-        failed = accelerator.reduce(failed, reduction="sum")
+    failed = reduce_sum(torch.tensor(float(error is not None), device=accelerator.device), accelerator)
     return not bool(failed.item())
 
 
@@ -155,7 +156,8 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str,
     root = checkpoints_dir(cfg.output_dir)
     final = os.path.join(root, f"step-{state['step']}")
     tmp = os.path.join(root, f"{_TMP_PREFIX}{state['step']}")
-    previous = next(iter(list_checkpoints(cfg.output_dir)[::-1]), None)
+    found = list_checkpoints(cfg.output_dir)
+    previous = found[-1] if found else None
     error: Optional[OSError] = None
     try:
         if accelerator.is_main_process:
@@ -172,7 +174,8 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str,
             error = err
     if _all_succeeded(error, accelerator) and accelerator.is_main_process:
         try:
-            files = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+            files = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)
+                     if os.path.isfile(os.path.join(tmp, name))}
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
                 json.dump({**state, "args": _trajectory_args(cfg), "files": files}, f)
             shutil.rmtree(final, ignore_errors=True)

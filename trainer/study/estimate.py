@@ -10,11 +10,11 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from ..benchmark import DTYPES, sync
 from .presets import Preset
 
 CPU_PROBE_BATCH = 4  # a vit_base step at 224 takes about a minute on a small CPU at batch 64: probe with fewer
 QUICK_STEP_S = 0.5  # a probe step faster than this is re-timed at the real batch size (small batches waste a CPU)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, batch_size: int, precision: str,
@@ -34,13 +34,11 @@ def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, ba
         opt.zero_grad(set_to_none=True)
 
     def per_image(fn: Any, x: torch.Tensor, repeats: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             fn(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         return (time.perf_counter() - start) / repeats / x.shape[0]
 
     batch = min(batch_size, CPU_PROBE_BATCH) if device.type == "cpu" else batch_size
