@@ -19,7 +19,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
-from .errors import UsageError
+from .errors import UsageError, human_size
 
 try:  # deprecated since torchvision 0.29 in favour of TorchCodec: where it is gone, PIL decodes everything
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -115,7 +115,7 @@ def _check_room(folder: str, need: int) -> None:
                          "writable folder (or set VIT_TRAINER_CACHE)") from None
     free = shutil.disk_usage(folder).free
     if need > free:
-        raise UsageError(f"the decode cache needs {need / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB free: "
+        raise UsageError(f"the decode cache needs {human_size(need)} in {folder}, which has {human_size(free)} free: "
                          "free some space or pass --cache-dir on a larger disk")
 
 
