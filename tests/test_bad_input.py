@@ -28,7 +28,7 @@ def _prepare(case: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("VIT_TRAINER_DEVICE_FREE_BYTES", "1000")
     elif case == "disk_full":
         monkeypatch.setattr("trainer.decode.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
-    elif case == "cache_dir_unwritable":
+    elif case in ("cache_dir_unwritable", "teacher_cache_dir_unwritable"):
         (tmp / "a-file").write_text("x")
     elif case == "corrupt_pretrained":
         (tmp / "w.safetensors").write_bytes(b"\x00" * 64)
@@ -52,10 +52,8 @@ CASES = [
      ["--checkpoint-every", "positive step count or 'epoch'"]),
     ("kd_alpha", "train_kd.py", ["--teacher", "{tmp}", "--kd-alpha", "1.5"], ["--kd-alpha must be in [0, 1]"]),
     ("kd_temperature", "train_kd.py", ["--teacher", "{tmp}", "--kd-temperature", "0"], ["--kd-temperature must be > 0"]),
-    ("cache_with_crop", "train_kd.py", ["--teacher", "{tmp}", "--teacher-cache", "--random-crop", "4"],
-     ["--teacher-cache needs a finite set of views"]),
-    ("cache_with_resized_crop", "train_kd.py", ["--teacher", "{tmp}", "--teacher-cache", "--random-resized-crop"],
-     ["--teacher-cache needs a finite set of views"]),
+    ("teacher_cache_dir_unwritable", "train_kd.py", ["--teacher", "{tmp}", "--teacher-cache-dir", "{tmp}/a-file/kd"],
+     ["--teacher-cache-dir", "is a file: pass a folder path"]),
     ("scale", "train_cls.py", ["--random-resized-crop", "--scale", "0.5", "1.5"],
      ["--scale must be two fractions 0 < MIN <= MAX <= 1, got [0.5, 1.5]"]),
     ("ratio", "train_cls.py", ["--random-resized-crop", "--ratio", "0", "1"], ["--ratio must be two ratios 0 < MIN <= MAX"]),

@@ -136,37 +136,33 @@ def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("data_on", ["device", "host", "disk"])
-def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path, data_on):
-    from trainer.augment import Draws, augment
-    from trainer.batches import Batch, plan_epoch
+@pytest.mark.parametrize("data_on,extra", [("device", []), ("host", []), ("disk", []),
+                                           ("device", ["--random-crop", "4"]), ("host", ["--random-resized-crop"])])
+def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path, data_on, extra):
+    from trainer.batches import EpochBatches
     from trainer.config import parse_args
     from trainer.distill import Distillation
     from trainer.run import build_run
 
     cfg = parse_args(_kd_args(hard_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache", "--epochs", "3",
-                              "--data-on", data_on), kd=True)
+                              "--data-on", data_on, *extra), kd=True)
     run = build_run(cfg)
     assert run.data.train.images.kind == data_on
     cached = Distillation(cfg)
     cached.setup(run)
-    online = Distillation(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher), kd=True))
+    online = Distillation(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher, *extra), kd=True))
     online.setup(run)
     n = len(run.data.train)
-    assert cached.cache.shape == (n, 2, 4)
     for epoch in range(cfg.epochs):  # every batch the run will draw finds its exact teacher logits in the cache
-        plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, 0)
-        for lo in range(0, n, 48):
-            idx, flip = plan.order[lo:lo + 48], plan.flip[lo:lo + 48]
-            images = run.data.train.images.rows(idx)
-            draws = Draws(flip=flip)
-            batch = Batch(images, run.data.train.labels[idx], idx, draws, False, augment(images, run.view, draws))
-            assert torch.allclose(cached.teacher_logits(batch), online.teacher_logits(batch), atol=1e-5)
-    # Only the visited pairs were computed: 3 epochs leave about 1 image in 4 seen in one view only.
-    computed = torch.isfinite(cached.cache).all(-1)
-    assert int(computed.sum()) == cached.cache_forwards
-    assert n <= cached.cache_forwards < 2 * n
-    assert computed.any(-1).all()
+        for micro in EpochBatches(run.data.train, run.view, cfg, run.accelerator, epoch).starting_at(0):
+            assert torch.allclose(cached.teacher_targets(micro.batch), online.teacher_targets(micro.batch), atol=1e-5)
+    computed = torch.isfinite(cached.cache.values).all(-1)
+    assert int(computed.sum()) == cached.cache.forwards
+    if extra:  # random crops: one view per image and epoch, each computed once
+        assert cached.cache.values.shape == (n, 3, 4) and cached.cache.forwards == 3 * n
+    else:  # only the visited pairs: 3 epochs leave about 1 image in 4 seen in one view only
+        assert cached.cache.values.shape == (n, 2, 4)
+        assert n <= cached.cache.forwards < 2 * n and computed.any(-1).all()
 
 
 @pytest.mark.slow
@@ -184,7 +180,7 @@ def test_loss_parts_are_logged_and_add_up_to_the_loss(hard_dataset, cache_dir, t
 @pytest.mark.slow
 def test_one_epoch_cache_costs_one_teacher_pass(hard_dataset, cache_dir, teacher, tmp_path):
     summary = main_kd(_kd_args(hard_dataset, tmp_path / "one", cache_dir, teacher, "--teacher-cache", "--epochs", "1"))
-    assert summary["teacher_cache_forwards"] == summary["num_train"]
+    assert summary["teacher_cache_forwards"] == summary["num_train"] and summary["teacher_cache_reused"] is False
 
 
 def _bad_teachers(teacher, tmp_path, hard_dataset):

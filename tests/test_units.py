@@ -160,7 +160,8 @@ def test_every_option_is_on_the_command_line_once():
     cls_flags = {a.dest for a in build_parser()._actions if a.dest != "help"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert kd_flags == fields
-    assert fields - cls_flags == {"teacher", "kd_type", "kd_alpha", "kd_temperature", "teacher_cache"}
+    assert fields - cls_flags == {"teacher", "kd_type", "kd_token_target", "kd_alpha", "kd_temperature", "teacher_cache",
+                                  "teacher_cache_dir"}
     assert parse_args([]) == TrainConfig()
 
 

@@ -49,6 +49,11 @@ class Draws:
     crop_pad: int = 0
     boxes: Optional[torch.Tensor] = None  # [B, 4] float (x1, y1, x2, y2): random-resized-crop boxes
 
+    def take(self, i: int, j: int, device: torch.device) -> Draws:
+        """Rows i..j of these draws, on a device."""
+        flip, crop, boxes = (t[i:j].to(device) if t is not None else None for t in (self.flip, self.crop, self.boxes))
+        return Draws(flip, crop, self.crop_pad, boxes)
+
 
 @functools.lru_cache(maxsize=16)
 def _scale_shift(view: View, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

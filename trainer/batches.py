@@ -104,6 +104,7 @@ class Batch:
     draws: Draws  # its augmentation, from the epoch plan
     framed: bool  # images are photos stored as their centre square (see augment.eval_frame)
     inputs: torch.Tensor  # the augmented, normalised view of the run's model
+    epoch: int = 0  # whose plan drew the augmentation (a per-view cache of random crops is kept per epoch)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class EpochBatches:
         self.flip, self.crop, self.boxes = (t[padded].to(device) if t is not None else None
                                             for t in (plan.flip, plan.crop, plan.boxes))
         self.slices = epoch_slices(n, cfg.batch_size, world, accelerator.process_index)
-        self.split, self.view, self.cfg = split, view, cfg
+        self.split, self.view, self.cfg, self.epoch = split, view, cfg, epoch
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -150,4 +151,4 @@ class EpochBatches:
             group_start = micro - micro % accum
             group = min(accum, count - group_start)
             yield MicroStep(micro, count, group, micro == group_start + group - 1,
-                            Batch(images, labels, idx, draws, self.split.framed, inputs))
+                            Batch(images, labels, idx, draws, self.split.framed, inputs, self.epoch))

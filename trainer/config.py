@@ -118,12 +118,22 @@ class TrainConfig:
 
     teacher: Optional[str] = _kd(None, "a train_cls.py run folder, or its model.safetensors with config.json beside it",
                                 parse=str, kd_only=True, required=True)
-    kd_type: str = _kd("soft", choices=("soft", "hard"), kd_only=True)
+    kd_type: str = _kd("soft", "soft: KL at --kd-temperature; hard: cross-entropy on the teacher's argmax; feature: MSE "
+                       "between pooled pre-logits features (through a learned projection when the widths differ); "
+                       "token: a deit_*_distilled_* student's distillation head learns the teacher",
+                       choices=("soft", "hard", "feature", "token"), kd_only=True)
+    kd_token_target: str = _kd("hard", "--kd-type token: the distillation head's target (DeiT's best: hard)",
+                               choices=("soft", "hard"), kd_only=True)
     kd_alpha: float = _kd(0.5, "weight of the distillation term", check=lambda v: 0 <= v <= 1, rule="in [0, 1]",
                          kd_only=True)
-    kd_temperature: float = _kd(4.0, "softmax temperature (soft)", check=lambda v: v > 0, rule="> 0", kd_only=True)
-    teacher_cache: bool = _kd(False, "compute the teacher's logits for every image and view the run will visit, "
+    kd_temperature: float = _kd(4.0, "softmax temperature (soft targets)", check=lambda v: v > 0, rule="> 0",
+                                kd_only=True)
+    teacher_cache: bool = _kd(False, "compute the teacher's outputs for every image and view the run will visit, "
                                     "once, before training", kd_only=True)
+    teacher_cache_dir: Optional[str] = _kd(
+        None, "keep the teacher's outputs in DIR, keyed by its weights, the images, its input view and what is cached; "
+        "later runs (another alpha, T, student or seed) read them instead of running the teacher (implies "
+        "--teacher-cache)", parse=str, metavar="DIR", kd_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able copy of the arguments."""
@@ -175,6 +185,16 @@ def _require(ok: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def _require_writable(folder: str, what: str) -> None:
+    """The folder exists and is writable, or can be made in its nearest existing parent."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    _require(os.path.isdir(probe), f"{what} {folder}: {probe} is a file: pass a folder path")
+    _require(os.access(probe, os.W_OK | os.X_OK), f"{what} {folder} is not writable ({probe} is read-only): pass a "
+             "folder you can write")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Each field's range, then the rules between fields: fail in a second, not after an epoch."""
     for f in dataclasses.fields(cfg):
@@ -188,9 +208,8 @@ def validate(cfg: TrainConfig) -> None:
             _require(o.check(value), f"{flag(f.name)} must be {o.rule}, got {value}")
     _require(not (cfg.pretrained and cfg.pretrained_file),
              "--pretrained and --pretrained-file exclude each other: pick the hub weights or the local file")
-    _require(not (cfg.teacher_cache and (cfg.random_crop or cfg.random_resized_crop)),
-             "--teacher-cache needs a finite set of views (flip / no flip): drop --random-crop / --random-resized-crop "
-             "or --teacher-cache")
+    if cfg.teacher_cache_dir:
+        _require_writable(cfg.teacher_cache_dir, "--teacher-cache-dir")
     _require(not (cfg.random_crop and cfg.random_resized_crop),
              "--random-crop and --random-resized-crop exclude each other: pick one crop")
     _require(not os.path.isfile(cfg.output_dir), f"--output-dir {cfg.output_dir} is a file: pass a folder path")

@@ -28,6 +28,7 @@ class SplitData:
     indices: np.ndarray  # rows of the source split, for provenance
     key: str = ""  # identity of these rows of this dataset version at this size (the decode cache's key)
     framed: bool = False  # photos stored as their centre squares (augment.eval_frame), not as they are
+    source_key: str = ""  # identity of the whole source split at this size: indices are rows of it
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -159,6 +160,14 @@ def selection_key(fingerprint: str, split: str, image_column: str, indices: np.n
     return key.hexdigest()[:20]
 
 
+def source_key(fingerprint: str, split: str, image_column: str, num_rows: int, frame: Optional[Frame]) -> str:
+    """A digest naming a whole split of one dataset version, decoded for one input frame: what per-image caches of any
+    selection of its rows are keyed by."""
+    framing = [frame.size, frame.crop_pct] if frame is not None else None
+    return hashlib.sha1(json.dumps([CACHE_VERSION, fingerprint, split, image_column, framing, num_rows]).encode()
+                        ).hexdigest()[:20]
+
+
 def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: np.ndarray, frame: Optional[Frame],
                   cache_dir: str, progress: bool = True, workers: int = 0) -> tuple[str, bool]:
     """(decode cache file, framed) of these rows: found complete, or decoded now (damaged files are decoded again)."""
@@ -202,7 +211,8 @@ class _Source:
         idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
         path, framed = decode_cached(self.ds, self.split, self.image_column, idx, frame, cache_dir, progress)
         key = selection_key(self.ds._fingerprint, self.split, self.image_column, idx, frame)
-        return SplitData(DiskStore(path, CPU), torch.from_numpy(self.labels[idx]), idx, key, framed)
+        whole = source_key(self.ds._fingerprint, self.split, self.image_column, len(self.labels), frame)
+        return SplitData(DiskStore(path, CPU), torch.from_numpy(self.labels[idx]), idx, key, framed, whole)
 
 
 def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: Optional[str],

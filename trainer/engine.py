@@ -16,7 +16,6 @@ from .errors import Preempted, UsageError
 from .inference import EvalResult, eval_key, evaluate, per_class_report, save_eval_predictions
 from .loop_state import LoopState
 from .metrics import Meter, RunLog
-from .models import count_params
 from .optim import build_optimizer
 from .preemption import StopSignal
 from .resume import load_checkpoint, save_checkpoint
@@ -84,7 +83,7 @@ def fit(run: Run, task: Task) -> dict[str, Any]:
 def start(run: Run, task: Task) -> Training:
     """Prepare model and optimizer, restore a checkpoint if asked, open the log."""
     cfg, acc = run.cfg, run.accelerator
-    num_params = count_params(run.model)
+    num_params = sum(v.numel() for v in task.saved_weights(dict(run.model.named_parameters())).values())
     model = cast(torch.nn.Module, torch.compile(run.model)) if cfg.compile else run.model
     n_steps = steps_per_epoch(len(run.data.train), cfg, acc.num_processes)
     optimizer, scheduler = build_optimizer(model, cfg, n_steps, acc.device)
@@ -196,7 +195,7 @@ def finish(t: Training) -> dict[str, Any]:
     run, task, state, acc, cfg = t.run, t.task, t.state, t.run.accelerator, t.run.cfg
     assert t.last_eval is not None
     final_train, final_eval = state.meter.read(acc), t.last_eval
-    weights = acc.get_state_dict(t.model)  # every process joins: under FSDP this gathers the shards
+    weights = task.saved_weights(acc.get_state_dict(t.model))  # every process joins: under FSDP this gathers shards
     train_time = state.clock.read()
     summary = {
         "model": cfg.model, "pretrained": bool(cfg.pretrained or cfg.pretrained_file),

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,6 @@ from .augment import Draws, View, augment, preprocess
 from .data import SplitData
 from .distributed import gather_shards, reduce_sum, shard_batches
 from .metrics import sum_dtype
-from .models import num_classes
 from .run_folder import EVAL_FILE, atomic_write, file_digest
 
 # An `evaluate` metric module inside the package: evaluate.load() reads it offline (the Hub's modules need a download).
@@ -73,22 +72,24 @@ def evaluate(model: torch.nn.Module, split: SplitData, view: View, accelerator: 
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, split: SplitData, view: View, accelerator: Accelerator,
-                   batch_size: int, flip: bool = False, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Logits of every image, or of `rows` only (optionally mirrored), each process doing its share, gathered in order.
+def predict(forward: Callable[[torch.Tensor], torch.Tensor], width: int, split: SplitData, view: View,
+            accelerator: Accelerator, batch_size: int, rows: Optional[torch.Tensor] = None,
+            draws: Optional[Draws] = None) -> torch.Tensor:
+    """[n, width] outputs of `forward` (logits, features) for every image or for `rows`, each seen through its own draws
+    (aligned with rows; None: the eval view), each process doing its share, gathered in order.
     For a model that is not wrapped (a frozen teacher): processes need not call it equally often."""
     images = split.images
     n = len(images) if rows is None else rows.numel()
     rows = rows.to(images.index_device) if rows is not None else None
-    chunks = [torch.empty(0, num_classes(model), device=images.device)]
+    chunks = [torch.empty(0, width, device=images.device)]
     for i, j in shard_batches(n, batch_size, accelerator):
         if j == i:
             continue
         # Rows are gathered a chunk at a time: a copy of the whole subset would double a 224-px dataset on the GPU.
         x = images.span(i, j) if rows is None else images.rows(rows[i:j])
-        flips = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flip else None
+        d = draws.take(i, j, x.device) if draws is not None else Draws()
         with torch.inference_mode(), accelerator.autocast():
-            chunks.append(model(augment(x, view, Draws(flip=flips), split.framed)).float())
+            chunks.append(forward(augment(x, view, d, split.framed)).float())
     # cat outside inference mode: the cache is read by steps whose loss autograd must be able to save.
     return gather_shards(torch.cat(chunks), n, accelerator)
 

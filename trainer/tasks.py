@@ -30,13 +30,16 @@ class Task(Protocol):
     loss_parts: tuple[str, ...]  # the names StepOutput.parts carries, in logging order
 
     def setup(self, run: Run) -> None:
-        """Load and check what the task needs before the first step; raise UsageError on bad input."""
+        """Load and check what the task needs before the first step (it may wrap run.model); UsageError on bad input."""
 
     def on_start(self, log: RunLog) -> None:
         """Log what the task brings, once, before the first step of a fresh run."""
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> StepOutput:
         """Forward and loss of one micro-batch."""
+
+    def saved_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The saved model's weights out of the trained module's (which may carry more: a projection)."""
 
     def eval_references(self) -> dict[str, torch.Tensor]:
         """Named predictions per eval image that every evaluation reports its agreement with."""
@@ -81,6 +84,10 @@ class Classification:
         """Logits and their cross-entropy."""
         logits = self.logits(model, batch)
         return StepOutput(self.label_loss(logits, batch), logits)
+
+    def saved_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """All of them."""
+        return state
 
     def eval_references(self) -> dict[str, torch.Tensor]:
         """None."""
