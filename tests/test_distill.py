@@ -210,12 +210,14 @@ def _bad_teachers(teacher, tmp_path, hard_dataset):
 @pytest.mark.slow
 def test_bad_teachers_exit_2_with_one_line(hard_dataset, teacher, tmp_path, cache_dir, capsys):
     three = make_dataset(tmp_path / "three", {"train": 60, "test": 10}, num_classes=3)
-    cases = [(hard_dataset, bad, message) for bad, message in _bad_teachers(teacher, tmp_path, hard_dataset)]
-    cases.append((three, teacher, "was trained on 4 classes ['class0', 'class1', 'class2', 'class3'], the dataset has 3"))
-    for dataset, bad, message in cases:
-        out = tmp_path / f"out-{bad.name}"
+    cases = [(hard_dataset, bad, [], message) for bad, message in _bad_teachers(teacher, tmp_path, hard_dataset)]
+    cases.append((three, teacher, [],
+                  "was trained on 4 classes ['class0', 'class1', 'class2', 'class3'], the dataset has 3"))
+    cases.append((hard_dataset, teacher, ["--kd-type", "token"], "needs a student with a distillation token and head"))
+    for k, (dataset, bad, extra, message) in enumerate(cases):
+        out = tmp_path / f"out-{k}"
         with pytest.raises(SystemExit) as stop:
-            main_kd(_kd_args(dataset, out, cache_dir, bad, "--epochs", "1"))
+            main_kd(_kd_args(dataset, out, cache_dir, bad, "--epochs", "1", *extra))
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
         assert stop.value.code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, (bad, err)
@@ -223,18 +225,20 @@ def test_bad_teachers_exit_2_with_one_line(hard_dataset, teacher, tmp_path, cach
 
 
 @pytest.mark.slow
-def test_distillation_resumes_exactly(hard_dataset, cache_dir, teacher, tmp_path):
+@pytest.mark.parametrize("kd_type", ["soft", "feature"])
+def test_distillation_resumes_exactly(hard_dataset, cache_dir, teacher, tmp_path, kd_type):
     from safetensors.torch import load_file
 
-    ref = main_kd(_kd_args(hard_dataset, tmp_path / "ref", cache_dir, teacher, "--epochs", "2", "--teacher-cache"))
+    kd = ["--kd-type", kd_type]
+    ref = main_kd(_kd_args(hard_dataset, tmp_path / "ref", cache_dir, teacher, "--epochs", "2", "--teacher-cache", *kd))
     out = tmp_path / "cut"
-    main_kd(_kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--teacher-cache",
+    main_kd(_kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--teacher-cache", *kd,
                      "--checkpoint-every", "7", "--keep-checkpoints", "5"))
     # Go back to the middle of epoch 1 (step 7 of 15) as if the run had died there, and continue from there.
     for name in ("model.safetensors", "summary.json", "config.json"):
         (out / name).unlink()
-    resumed = main_kd(_kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--teacher-cache",
-                               "--resume-from", str(out / "checkpoints" / "step-7")))
+    resumed = main_kd(_kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--teacher-cache", *kd,
+                               "--resume-from", str(out / "checkpoints" / "step-7")))  # with the projection's state
     assert resumed["final"] == ref["final"] and resumed["teacher_agreement"] == ref["teacher_agreement"]
     a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -280,3 +284,81 @@ def test_a_convnet_teaches_a_vit(hard_dataset, cache_dir, tmp_path):
     assert kd["teacher"].rstrip("/").endswith("resnet")
     assert kd["teacher_eval_top1"] == pytest.approx(summary["final"]["eval_top1"])
     assert 0 <= kd["teacher_agreement"] <= 1
+
+
+def _train_losses(folder) -> list[float]:
+    return [r["loss_kd"] for r in read_jsonl(str(folder / "metrics.jsonl")) if r["event"] == "train"]
+
+
+@pytest.mark.slow
+def test_shared_teacher_cache_serves_a_sweep_and_rebuilds_what_it_cannot_trust(hard_dataset, cache_dir, teacher,
+                                                                               tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shared = tmp_path / "teacher-cache"
+
+    def kd(name, *extra):
+        return main_kd(_kd_args(hard_dataset, tmp_path / name, cache_dir, teacher, "--epochs", "1",
+                                "--teacher-cache-dir", str(shared), *extra))
+
+    first = kd("first")
+    n = first["num_train"]
+    assert first["teacher_cache_forwards"] == 2 * n and first["teacher_cache_reused"] is False  # both views, any seed
+    again = kd("again")  # the same arguments, served wholly from the folder: the same weights
+    assert again["teacher_cache_forwards"] == 0 and again["teacher_cache_reused"] is True
+    assert _digest(tmp_path / "first")["model.safetensors"] == _digest(tmp_path / "again")["model.safetensors"]
+    other = kd("other", "--kd-alpha", "0.3", "--kd-temperature", "2", "--seed", "7")  # another point of the sweep
+    assert other["teacher_cache_forwards"] == 0 and other["final"] != first["final"]
+    (slot0, slot1) = sorted(shared.glob("*/slot*.safetensors"))
+    slot1.write_bytes(slot1.read_bytes()[:100])  # damaged: computed again, never trusted
+    capsys.readouterr()
+    rebuilt = kd("rebuilt")
+    assert rebuilt["teacher_cache_forwards"] == n and "is damaged" in capsys.readouterr().err
+    with safe_open(str(slot0), framework="pt") as f:  # this teacher's key, but outputs of another width
+        key, rows = f.metadata()["key"], f.get_tensor("rows")
+    save_file({"rows": rows, "values": torch.zeros(len(rows), 7)}, str(slot0), metadata={"key": key})
+    with pytest.raises(SystemExit) as stop:
+        kd("wide")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and "holds outputs 7 wide, the teacher gives 4" in lines[0]
+    assert not (tmp_path / "wide").exists()
+
+
+@pytest.mark.slow
+def test_feature_distillation_trains_a_projection_and_saves_the_plain_student(hard_dataset, cache_dir, teacher,
+                                                                              tmp_path):
+    from trainer.evaluate import main as evaluate_main
+    from trainer.models import load_run
+
+    out = tmp_path / "feature"
+    args = _kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--kd-type", "feature", "--kd-alpha", "0.5",
+                    "--log-every", "5", "--teacher-cache-dir", str(tmp_path / "tc"))
+    args[args.index("depth=1") + 1:args.index("depth=1") + 1] = ["embed_dim=96", "num_heads=2"]  # narrower than 192
+    summary = main_kd(args)
+    assert summary["kd_projection"].startswith("Linear(in_features=96, out_features=192")
+    assert summary["teacher_cache_forwards"] == 2 * summary["num_train"]  # pooled features of both views, cached
+    losses = _train_losses(out)
+    assert losses[-1] < 0.8 * losses[0]  # the projected features move towards the teacher's
+    model, _ = load_run(str(out))  # plain timm: the projection is not part of the saved model
+    assert model.head.in_features == 96 and summary["num_params"] == sum(p.numel() for p in model.parameters())
+    assert evaluate_main(["--checkpoint", str(out), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
+        summary["final"]["eval_top1"])
+
+
+@pytest.mark.slow
+def test_token_distillation_trains_the_distillation_head_and_averages_both(hard_dataset, cache_dir, teacher,
+                                                                           tmp_path):
+    from trainer.evaluate import main as evaluate_main
+
+    out = tmp_path / "token"
+    args = _kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--kd-type", "token", "--kd-alpha", "0.5",
+                    "--log-every", "5", "--teacher-cache")
+    args[args.index("vit_tiny_patch16_224")] = "deit_tiny_distilled_patch16_224"
+    summary = main_kd(args)
+    assert summary["kd_token_target"] == "hard" and 0 <= summary["teacher_agreement"] <= 1
+    losses = _train_losses(out)
+    assert losses[-1] < 0.8 * losses[0]  # the distillation head learns the teacher's answers
+    # Rebuilt by plain timm from its folder, it predicts with both heads averaged, as it was evaluated in training.
+    assert evaluate_main(["--checkpoint", str(out), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
+        summary["final"]["eval_top1"])

@@ -120,7 +120,7 @@ class Distillation(Classification):
             mode = "online teacher"
         else:
             mode = f"cached {self.kind} ({self.cache.forwards} teacher forwards"
-            mode += f", the rest read from {self.cache.folder})" if self.cache.folder else ")"
+            mode += f"; shared cache {self.cache.folder})" if self.cache.folder else ")"
         source = "from its run" if self.teacher_eval_reused else "evaluated now"
         target = f" ({self.cfg.kd_token_target} target)" if self.cfg.kd_type == "token" else ""
         proj = f", projection {self.projection}" if self.projection else ""
