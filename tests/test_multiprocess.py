@@ -106,23 +106,30 @@ def test_eval_counts_every_sample_once_on_two_processes(two_process_run, one_pro
 
 
 def test_teacher_cache_on_two_processes_equals_online_teacher(two_process_run, odd_dataset, cache_dir, tmp_path):
-    """Each process computes its share of the visited pairs; the gathered cache must match the online teacher."""
+    """Each process computes its share of the visited pairs; the gathered cache must match the online teacher. Two
+    processes read a shared cache folder that a one-process run filled."""
+    from trainer.cli import main_kd
+
     teacher, _ = two_process_run
+    args = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8", "depth=1",
+            "--dataset", str(odd_dataset), "--cache-dir", str(cache_dir), "--samples-per-class", "25",
+            "--eval-samples-per-class", "20", "--batch-size", "8", "--epochs", "2", "--log-every", "3",
+            "--kd-alpha", "1", "--teacher", str(teacher), "--no-progress"]
+    shared = ["--teacher-cache-dir", str(tmp_path / "shared")]
+    main_kd([*args, *shared, "--output-dir", str(tmp_path / "fill")])
     losses = {}
-    for mode in ("online", "cached"):
+    for mode, extra in (("online", []), ("cached", ["--teacher-cache"]), ("shared", shared)):
         out = tmp_path / mode
-        res = torchrun(2, str(ROOT / "train_kd.py"), "--model", "vit_tiny_patch16_224", "--img-size", "32",
-                       "--model-kwargs", "patch_size=8", "depth=1", "--dataset", str(odd_dataset),
-                       "--output-dir", str(out), "--cache-dir", str(cache_dir), "--samples-per-class", "25",
-                       "--eval-samples-per-class", "20", "--batch-size", "8", "--epochs", "2", "--log-every", "3",
-                       "--kd-alpha", "1", "--teacher", str(teacher), "--no-progress",
-                       *(["--teacher-cache"] if mode == "cached" else []))
+        res = torchrun(2, str(ROOT / "train_kd.py"), *args, "--output-dir", str(out), *extra)
         assert res.returncode == 0, res.stderr[-4000:]
         losses[mode] = [r["loss"] for r in read_jsonl(str(out / "metrics.jsonl")) if r["event"] == "train"]
     summary = json.loads((tmp_path / "cached" / "summary.json").read_text())
     assert summary["processes"] == 2 and 100 < summary["teacher_cache_forwards"] < 200
     assert len(losses["cached"]) == 6  # steps 3, 6, 7 (end of epoch), 9, 12, 14
     assert losses["cached"] == pytest.approx(losses["online"], rel=1e-4)
+    summary = json.loads((tmp_path / "shared" / "summary.json").read_text())
+    assert summary["teacher_cache_forwards"] == 0 and summary["teacher_cache_reused"] is True
+    assert losses["shared"] == pytest.approx(losses["online"], rel=1e-4)
 
 
 def test_two_runs_one_after_the_other_in_one_process_group(odd_dataset, cache_dir, tmp_path):

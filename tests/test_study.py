@@ -1,4 +1,4 @@
-"""The demo study end to end (shrunk): five runs, a report with both plots, and no repeated runs."""
+"""The demo study end to end (shrunk): six runs, a report with both plots, and no repeated runs."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from trainer.study.four_parts import main as study_main
 pytestmark = pytest.mark.slow  # every test here trains for real
 
 RUNS = ["part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", "part4_tiny_distilled",
-        "part4_tiny_scratch"]
+        "part4_tiny_feature", "part4_tiny_scratch"]
 
 
 def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, capsys):
@@ -28,14 +28,16 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
     assert set(study["throughput"]) == {"base", "tiny"}
     assert study["throughput"]["tiny"]["images_per_s"] > study["throughput"]["base"]["images_per_s"]
     assert set(study["agreement_with_teacher"]) == {"part3_tiny_pretrained", "part4_tiny_distilled",
-                                                    "part4_tiny_scratch"}
-    distilled = json.loads((out / "part4_tiny_distilled" / "summary.json").read_text())
-    assert distilled["teacher"].endswith("part2_base_pretrained")
+                                                    "part4_tiny_feature", "part4_tiny_scratch"}
+    for run, kd_type in (("part4_tiny_distilled", "soft"), ("part4_tiny_feature", "feature")):
+        distilled = json.loads((out / run / "summary.json").read_text())
+        assert distilled["teacher"].endswith("part2_base_pretrained") and distilled["kd_type"] == kd_type
     report = (out / "report.md").read_text()
     for title in ("1. ViT-B from scratch", "2. ViT-B pretrained", "3. ViT-Ti pretrained",
-                  "4. ViT-Ti pretrained + teacher", "4'. ViT-Ti from scratch"):
+                  "4. ViT-Ti pretrained + teacher", "4f. ViT-Ti pretrained + teacher features", "4'. ViT-Ti from scratch"):
         assert title in report
     assert "Pretraining added" in report and "faster than ViT-B" in report and "The teacher added" in report
+    assert "distilling the teacher's pooled features" in report
     assert "STAND-IN" in report and "not ImageNet" in report
     for png in ("curves.png", "tradeoff.png", "confusion.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -66,6 +68,7 @@ def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_di
     assert not (out / "part4_tiny_distilled" / "summary.json").exists()
     notes = " ".join(study["notes"])
     assert "part2_base_pretrained: not run" in notes and "part4_tiny_distilled: not run" in notes
+    assert "part4_tiny_feature: not run" in notes
     report = (out / "report.md").read_text()
     assert "## Not run" in report and "missing.safetensors" in report
     assert (out / "part1_base_scratch" / "summary.json").is_file()
@@ -108,10 +111,10 @@ def test_the_estimate_counts_the_work(monkeypatch):
     p.eval_every = 0
     p.teacher_cache = False
     cpu = torch.device("cpu")
-    # 600 training images x 5 epochs: 2 ViT-B runs, 3 ViT-Ti runs, and the teacher's pass per epoch; 100 eval
-    # images after every epoch of every run.
-    train = 600 * 5 * (2 * 0.05 + 3 * 0.005) + 600 * 5 * 0.015
-    evals = 100 * 5 * (2 * 0.015 + 3 * 0.0015)
+    # 600 training images x 5 epochs: 2 ViT-B runs, 4 ViT-Ti runs, and the teacher's pass per epoch for each of the
+    # two distilled ones; 100 eval images after every epoch of every run.
+    train = 600 * 5 * (2 * 0.05 + 4 * 0.005) + 2 * 600 * 5 * 0.015
+    evals = 100 * 5 * (2 * 0.015 + 4 * 0.0015)
     assert study_seconds(p, cpu, 10, 100, stand_in=False) == pytest.approx(train + evals)
     p.epochs *= 2
     assert study_seconds(p, cpu, 10, 100, stand_in=False) == pytest.approx(2 * (train + evals))

@@ -54,7 +54,7 @@ def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, ba
 
 
 def study_seconds(p: Preset, device: torch.device, num_classes: int, num_eval: int, stand_in: bool) -> float:
-    """The five runs (and the stand-in pretraining, where the study makes one): training plus evaluations."""
+    """The six runs (and the stand-in pretraining, where the study makes one): training plus evaluations."""
     n_train = p.samples_per_class * num_classes
     n_eval = p.eval_samples_per_class * num_classes if p.eval_samples_per_class else num_eval
     size = p.img_size or 224
@@ -66,9 +66,9 @@ def study_seconds(p: Preset, device: torch.device, num_classes: int, num_eval: i
         evals = epochs + (steps // eval_every if eval_every else 0)
         return cost[0] * images * epochs + cost[1] * eval_images * evals
 
-    total = 2 * run(base, n_train, p.epochs, p.eval_every, n_eval) + 3 * run(tiny, n_train, p.epochs, p.eval_every,
+    total = 2 * run(base, n_train, p.epochs, p.eval_every, n_eval) + 4 * run(tiny, n_train, p.epochs, p.eval_every,
                                                                            n_eval)
-    total += base[1] * n_train * (2 if p.teacher_cache else p.epochs)  # the teacher of part 4
+    total += 2 * base[1] * n_train * (2 if p.teacher_cache else p.epochs)  # the teacher of part 4's two students
     if stand_in:  # a 20-class task: each class x rotation
         standin = p.standin_per_class * 2 * num_classes
         total += run(base, standin, p.standin_epochs, 0, 0) + run(tiny, standin, p.standin_epochs, 0, 0)
@@ -80,7 +80,7 @@ def estimate_line(p: Preset, preset_name: str, device: torch.device, num_classes
     """One line: the study's estimated time here, and on a machine without a GPU, where the demo is."""
     seconds = study_seconds(p, device, num_classes, num_eval, stand_in)
     when = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
-    line = (f"study: estimated {when} on this {device.type} ({p.epochs} epochs of 5 runs"
+    line = (f"study: estimated {when} on this {device.type} ({p.epochs} epochs of 6 runs"
             f"{' and the stand-in pretraining' if stand_in else ''}, from a few measured steps of each model)")
     if device.type == "cpu" and preset_name != "demo":
         line += ("; there is no GPU here: `python -m trainer.study --preset demo` runs the same study shrunk for a "

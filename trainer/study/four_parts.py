@@ -1,4 +1,4 @@
-"""The four-part study in one command: five runs, the throughput of both models, a report with plots.
+"""The four-part study in one command: six runs, the throughput of both models, a report with plots.
 
     python -m trainer.study --preset hw2 --output-dir runs/hw2      # the real study (GPU)
     python -m trainer.study --preset demo --output-dir runs/demo    # the same, shrunk for 2 CPU cores
@@ -38,7 +38,8 @@ from .study_data import build_digits, build_standin
 
 ONNX_CHECK_IMAGES = 1000  # ONNX Runtime runs on the CPU: the int8 top-1 of a 224-px vit_base on 10,000 images takes long
 RUNS = ("part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", "part4_tiny_distilled",
-        "part4_tiny_scratch")
+        "part4_tiny_feature", "part4_tiny_scratch")
+DISTILLED = {"part4_tiny_distilled": "soft", "part4_tiny_feature": "feature"}  # run -> --kd-type, at the same budget
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _preset(args: StudyArgs) -> Preset:
     else:
         p = hw2_preset()
         p.dataset = args.dataset or p.dataset
-        open_dataset(p.dataset)  # without data no part can run: fail now, with one line, rather than five times
+        open_dataset(p.dataset)  # without data no part can run: fail now, with one line, rather than six times
         os.makedirs(args.output_dir, exist_ok=True)
     for name in ("epochs", "samples_per_class", "batch_size", "standin_epochs", "standin_per_class"):
         if getattr(args, name):
@@ -138,7 +139,7 @@ def announce(p: Preset, args: StudyArgs) -> None:
 
 
 def run_study(args: StudyArgs) -> dict[str, Any]:
-    """Run (or continue) the five runs and the throughput benchmark, then write the report."""
+    """Run (or continue) the six runs and the throughput benchmark, then write the report."""
     p = _preset(args)
     announce(p, args)
     if args.estimate_only:
@@ -165,13 +166,13 @@ def run_study(args: StudyArgs) -> dict[str, Any]:
     attempt("part2_base_pretrained", pretrained("base", "part2_base_pretrained", p.base_model, p.base_kwargs,
                                                 p.base_lr))
     attempt("part3_tiny_pretrained", pretrained("tiny", "part3_tiny_pretrained", p.tiny_model, p.tiny_kwargs))
-    if "part2_base_pretrained" in done:
-        attempt("part4_tiny_distilled", pretrained(
-            "tiny", "part4_tiny_distilled", p.tiny_model, p.tiny_kwargs, teacher_cache=p.teacher_cache,
-            teacher=os.path.join(args.output_dir, "part2_base_pretrained")))
-    else:
-        inits["part4_tiny_distilled"] = inits["part3_tiny_pretrained"]
-        notes.append("part4_tiny_distilled: not run: its teacher (part 2) is missing")
+    for run, kd_type in DISTILLED.items():  # vit_tiny has no distillation token: token KD is benchmarks/kd.py's
+        if "part2_base_pretrained" in done:
+            attempt(run, pretrained("tiny", run, p.tiny_model, p.tiny_kwargs, teacher_cache=p.teacher_cache,
+                                    kd_type=kd_type, teacher=os.path.join(args.output_dir, "part2_base_pretrained")))
+        else:
+            inits[run] = inits["part3_tiny_pretrained"]
+            notes.append(f"{run}: not run: its teacher (part 2) is missing")
     attempt("part4_tiny_scratch", run_config(p, args, "part4_tiny_scratch", p.tiny_model, p.tiny_kwargs))
     study = {"preset": args.preset, "description": p.description, "settings": dataclasses.asdict(p),
              "inits": {run: inits[run] for run in RUNS}, "notes": notes,
@@ -240,7 +241,7 @@ def teacher_agreement(out_dir: str, cache_dir: Optional[str], mixed_precision: O
     # The runs' own precision: their evals used it, and the teacher's saved predictions then apply.
     return {run: evaluate_checkpoint(folder, compare_with=teacher, mixed_precision=mixed_precision,
                                      cache_dir=cache_dir)["agreement"]
-            for run in ("part3_tiny_pretrained", "part4_tiny_distilled", "part4_tiny_scratch")
+            for run in ("part3_tiny_pretrained", *DISTILLED, "part4_tiny_scratch")
             if (folder := _finished(out_dir, run)) is not None}
 
 

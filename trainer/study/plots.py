@@ -8,6 +8,7 @@ TITLES = {
     "part2_base_pretrained": "2. ViT-B pretrained",
     "part3_tiny_pretrained": "3. ViT-Ti pretrained",
     "part4_tiny_distilled": "4. ViT-Ti pretrained + teacher",
+    "part4_tiny_feature": "4f. ViT-Ti pretrained + teacher features",
     "part4_tiny_scratch": "4'. ViT-Ti from scratch",
 }
 

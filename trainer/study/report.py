@@ -73,6 +73,16 @@ def observations(runs: dict, study: dict) -> list[str]:
             line += (f"; agreement with the teacher went from {_pct(agree['part3_tiny_pretrained'])} to "
                      f"{_pct(agree['part4_tiny_distilled'])}")
         out.append(line + ".")
+    if "part4_tiny_feature" in top and "part4_tiny_distilled" in top:
+        feat, logit = top["part4_tiny_feature"], top["part4_tiny_distilled"]
+        line = (f"At the same budget, distilling the teacher's pooled features (through a learned "
+                f"{runs['part4_tiny_feature'].get('kd_projection', 'projection').split('(')[0].lower()} projection) "
+                f"gave {_pct(feat)}, {100 * (feat - logit):+.1f} points against distilling its logits")
+        if "part4_tiny_feature" in agree and "part4_tiny_distilled" in agree:
+            line += (f"; agreement with the teacher {_pct(agree['part4_tiny_feature'])} against "
+                     f"{_pct(agree['part4_tiny_distilled'])}")
+        out.append(line + ". Token distillation needs a student with a distillation token, which ViT-Ti has not "
+                   "(`benchmarks/kd.py --what types` compares it with a DeiT-Ti-distilled student).")
     if "part4_tiny_scratch" in top and "part3_tiny_pretrained" in top:
         out.append(f"ViT-Ti from scratch reached {_pct(top['part4_tiny_scratch'])}: pretraining is worth "
                    f"{100 * (top['part3_tiny_pretrained'] - top['part4_tiny_scratch']):+.1f} points to the small "
@@ -151,8 +161,8 @@ def write_report(out_dir: str) -> str:
                      f"{_pct(f['train_top1'])} | {_num(f['eval_loss'])} | {_pct(f['eval_top1'])} | "
                      f"{_pct(s['best_eval_top1'])} | {ips} | {_pct(agree.get(run)) if run in agree else '-'} | "
                      f"{s['train_time_s']:.0f} s |")
-    lines += ["", "Train loss is each run's own objective (for the distilled run (1 - alpha) x CE + alpha x KD, which "
-                  "is not a cross-entropy), so compare runs by their eval loss."]
+    lines += ["", "Train loss is each run's own objective (for the distilled runs (1 - alpha) x CE + alpha x KD, where "
+                  "KD is a KL divergence (4) or a feature MSE (4f)), so compare runs by their eval loss."]
     if thr:
         lines += ["", "Test-time throughput: synthetic batch, eval mode, `torch.inference_mode()`, warm-up then timed "
                       "iterations; " + "; ".join(
