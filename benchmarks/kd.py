@@ -10,9 +10,10 @@ from the warm cache). The last stdout line is one JSON object.
 - cache (default): the student alone, with an online teacher, and with --teacher-cache, --repeats times
   interleaved, fastest kept: cache_ratio = (kd_cached_s - student_s) / (kd_online_s - student_s), the teacher
   forwards the cache paid for, each student's eval top-1 and agreement with the teacher.
-- sweep: 4 soft-KD runs (alpha 0.5 / 0.9 x T 2 / 4) with an online teacher, then the same 4 with one shared
-  --teacher-cache-dir (the first run fills it): teacher_share = (sweep_cached_s - 4 student_s) /
-  (sweep_online_s - 4 student_s), each run's teacher forwards, whether it was served from the folder.
+- sweep: 4 soft-KD runs (alpha 0.5 / 0.9 x T 2 / 4) with an online teacher and the same 4 with one shared
+  --teacher-cache-dir (the first run fills it), each point interleaved with a run of the student alone (after an
+  untimed 1-epoch warm-up): teacher_share = (sweep_cached_s - sweep_students_s) / (sweep_online_s -
+  sweep_students_s), each run's teacher forwards, whether it was served from the folder.
 - types: at alpha 0.5, the student alone, soft (logit) KD, feature KD and token KD (the student's architecture as
   timm's deit_tiny_distilled_patch16_224 with the same --student-kwargs): eval top-1, agreement with the teacher,
   time.
@@ -65,24 +66,29 @@ def cache(student: list[str], kd: list[str], tmp: str, repeats: int) -> dict[str
 
 
 def sweep(student: list[str], teacher: str, tmp: str) -> dict[str, Any]:
-    """4 KD runs online, then 4 through one shared teacher cache folder."""
-    alone, _ = timed(main_cls, [*student, "--output-dir", os.path.join(tmp, "student")])
+    """4 KD runs with an online teacher and 4 through one shared teacher cache folder (the first fills it), each
+    point interleaved with a run of the student alone, so that the machine's drift falls on all three alike."""
+    warm = list(student)
+    warm[warm.index("--epochs") + 1] = "1"
+    timed(main_cls, [*warm, "--output-dir", os.path.join(tmp, "warm-up")])  # one-time costs (imports, caches)
     shared = os.path.join(tmp, "teacher-cache")
-    online_s = cached_s = 0.0
+    alone_s = online_s = cached_s = 0.0
     runs = []
     for alpha, t in SWEEP:
         kd = ["--teacher", teacher, "--kd-alpha", alpha, "--kd-temperature", t]
+        al, _ = timed(main_cls, [*student, "--output-dir", os.path.join(tmp, f"alone-{alpha}-{t}")])
         on, s_on = timed(main_kd, [*student, *kd, "--output-dir", os.path.join(tmp, f"online-{alpha}-{t}")])
         ca, s_ca = timed(main_kd, [*student, *kd, "--teacher-cache-dir", shared,
                                    "--output-dir", os.path.join(tmp, f"cached-{alpha}-{t}")])
-        online_s, cached_s = online_s + on, cached_s + ca
-        runs.append({"alpha": float(alpha), "T": float(t), "online_s": round(on, 2), "cached_s": round(ca, 2),
-                     "teacher_cache_forwards": s_ca["teacher_cache_forwards"],
+        alone_s, online_s, cached_s = alone_s + al, online_s + on, cached_s + ca
+        runs.append({"alpha": float(alpha), "T": float(t), "alone_s": round(al, 2), "online_s": round(on, 2),
+                     "cached_s": round(ca, 2), "teacher_cache_forwards": s_ca["teacher_cache_forwards"],
                      "teacher_cache_reused": s_ca["teacher_cache_reused"],
-                     "online_eval_top1": s_on["final"]["eval_top1"], "cached_eval_top1": s_ca["final"]["eval_top1"]})
-    students = 4 * alone
-    return {"student_s": round(alone, 2), "sweep_online_s": round(online_s, 2), "sweep_cached_s": round(cached_s, 2),
-            "teacher_share": round((cached_s - students) / (online_s - students), 3) if online_s > students else None,
+                     "online_eval_top1": s_on["final"]["eval_top1"], "cached_eval_top1": s_ca["final"]["eval_top1"],
+                     "cached_agreement": s_ca["teacher_agreement"]})
+    return {"sweep_students_s": round(alone_s, 2), "sweep_online_s": round(online_s, 2),
+            "sweep_cached_s": round(cached_s, 2),
+            "teacher_share": round((cached_s - alone_s) / (online_s - alone_s), 3) if online_s > alone_s else None,
             "runs": runs}
 
 

@@ -75,9 +75,10 @@ def observations(runs: dict, study: dict) -> list[str]:
         out.append(line + ".")
     if "part4_tiny_feature" in top and "part4_tiny_distilled" in top:
         feat, logit = top["part4_tiny_feature"], top["part4_tiny_distilled"]
-        line = (f"At the same budget, distilling the teacher's pooled features (through a learned "
-                f"{runs['part4_tiny_feature'].get('kd_projection', 'projection').split('(')[0].lower()} projection) "
-                f"gave {_pct(feat)}, {100 * (feat - logit):+.1f} points against distilling its logits")
+        proj = runs["part4_tiny_feature"].get("kd_projection", "")
+        how = "through a learned linear projection" if proj.startswith("Linear") else "of the student's own width"
+        line = (f"At the same budget, distilling the teacher's pooled features ({how}) gave {_pct(feat)}, "
+                f"{100 * (feat - logit):+.1f} points against distilling its logits")
         if "part4_tiny_feature" in agree and "part4_tiny_distilled" in agree:
             line += (f"; agreement with the teacher {_pct(agree['part4_tiny_feature'])} against "
                      f"{_pct(agree['part4_tiny_distilled'])}")
