@@ -225,7 +225,7 @@ def test_bad_teachers_exit_2_with_one_line(hard_dataset, teacher, tmp_path, cach
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kd_type", ["soft", "feature"])
+@pytest.mark.parametrize("kd_type", ["feature"])  # soft: the SIGTERM test below resumes it
 def test_distillation_resumes_exactly(hard_dataset, cache_dir, teacher, tmp_path, kd_type):
     from safetensors.torch import load_file
 
