@@ -49,9 +49,10 @@ class Draws:
     crop_pad: int = 0
     boxes: Optional[torch.Tensor] = None  # [B, 4] float (x1, y1, x2, y2): random-resized-crop boxes
 
-    def take(self, i: int, j: int, device: torch.device) -> Draws:
-        """Rows i..j of these draws, on a device."""
-        flip, crop, boxes = (t[i:j].to(device) if t is not None else None for t in (self.flip, self.crop, self.boxes))
+    def take(self, rows: slice | torch.Tensor, device: Optional[torch.device] = None) -> Draws:
+        """These rows of the draws (a slice or an index), on a device if given."""
+        flip, crop, boxes = (t[rows].to(device or t.device) if t is not None else None
+                             for t in (self.flip, self.crop, self.boxes))
         return Draws(flip, crop, self.crop_pad, boxes)
 
 

@@ -23,6 +23,10 @@ class EpochPlan:
     crop: Optional[torch.Tensor]  # [N, 2] int64 (dy, dx) offsets into the padded image
     boxes: Optional[torch.Tensor] = None  # [N, 4] float (x1, y1, x2, y2) random-resized-crop boxes
 
+    def draws(self, crop_pad: int) -> Draws:
+        """The augmentation of every visiting position."""
+        return Draws(self.flip, self.crop, crop_pad, self.boxes)
+
 
 @dataclass(frozen=True)
 class ResizedCrop:
@@ -128,8 +132,7 @@ class EpochBatches:
         self.order = plan.order[padded].to(device)
         # The store's own copy of the order (a CPU one for stores off the device): no host-device copy per step.
         self.store_order = self.order.to(split.images.index_device)
-        self.flip, self.crop, self.boxes = (t[padded].to(device) if t is not None else None
-                                            for t in (plan.flip, plan.crop, plan.boxes))
+        self.draws = plan.draws(cfg.random_crop).take(padded, device)
         self.slices = epoch_slices(n, cfg.batch_size, world, accelerator.process_index)
         self.split, self.view, self.cfg, self.epoch = split, view, cfg, epoch
 
@@ -142,8 +145,7 @@ class EpochBatches:
         for micro in range(first, count):
             lo, hi = self.slices[micro]
             idx = self.order[lo:hi]
-            flip, crop, boxes = (t[lo:hi] if t is not None else None for t in (self.flip, self.crop, self.boxes))
-            draws = Draws(flip, crop, self.cfg.random_crop, boxes)
+            draws = self.draws.take(slice(lo, hi))
             images, labels = store.rows(self.store_order[lo:hi]), self.split.labels[idx]
             if micro + 1 < count:  # the plan knows the next rows: a store off the device fetches them meanwhile
                 store.prefetch(self.store_order[slice(*self.slices[micro + 1])])

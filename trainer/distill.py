@@ -122,10 +122,12 @@ class Distillation(Classification):
             mode = f"cached {self.kind} ({self.cache.forwards} teacher forwards"
             mode += f"; shared cache {self.cache.folder})" if self.cache.folder else ")"
         source = "from its run" if self.teacher_eval_reused else "evaluated now"
-        target = f" ({self.cfg.kd_token_target} target)" if self.cfg.kd_type == "token" else ""
-        proj = f", projection {self.projection}" if self.projection else ""
-        log.print(f"teacher {self.cfg.teacher}: eval top1 {self.teacher_eval_top1:.4f} ({source}); "
-                  f"{self.cfg.kd_type} KD{target}, alpha {self.cfg.kd_alpha}, T {self.cfg.kd_temperature}{proj}, {mode}")
+        c = self.cfg
+        target = f" ({c.kd_token_target} target)" if c.kd_type == "token" else ""
+        soft = c.kd_type == "soft" or (c.kd_type == "token" and c.kd_token_target == "soft")
+        how = f", T {c.kd_temperature}" if soft else (f", projection {self.projection}" if self.projection else "")
+        log.print(f"teacher {c.teacher}: eval top1 {self.teacher_eval_top1:.4f} ({source}); "
+                  f"{c.kd_type} KD{target}, alpha {c.kd_alpha}{how}, {mode}")
 
     def teacher_targets(self, batch: Batch) -> torch.Tensor:
         """The teacher's outputs for the student's augmented batch: from the cache, or computed now."""
@@ -140,9 +142,7 @@ class Distillation(Classification):
     def forward(self, model: torch.nn.Module, batch: Batch) -> StepOutput:
         """The student's logits; (1 - alpha) * CE + alpha * KD, with both parts for the log."""
         cfg = self.cfg
-        assert self.accelerator is not None
-        with self.accelerator.autocast():
-            out = model(batch.inputs)
+        out = self.logits(model, batch)
         labelled = logits = student = out  # the head the labels train, the logits scored, what the teacher trains
         if cfg.kd_type == "feature":
             labelled = logits = out[0]

@@ -87,7 +87,7 @@ def predict(forward: Callable[[torch.Tensor], torch.Tensor], width: int, split: 
             continue
         # Rows are gathered a chunk at a time: a copy of the whole subset would double a 224-px dataset on the GPU.
         x = images.span(i, j) if rows is None else images.rows(rows[i:j])
-        d = draws.take(i, j, x.device) if draws is not None else Draws()
+        d = draws.take(slice(i, j), x.device) if draws is not None else Draws()
         with torch.inference_mode(), accelerator.autocast():
             chunks.append(forward(augment(x, view, d, split.framed)).float())
     # cat outside inference mode: the cache is read by steps whose loss autograd must be able to save.

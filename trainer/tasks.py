@@ -71,7 +71,7 @@ class Classification:
         """Nothing to announce."""
 
     def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        """The model's logits for the batch's inputs, under the run's autocast."""
+        """The model's output for the batch's inputs (logits; a tuple for students that carry more), under autocast."""
         assert self.accelerator is not None, "setup() first"
         with self.accelerator.autocast():
             return model(batch.inputs)

@@ -71,9 +71,7 @@ class Slots:
         plan = plan_epoch(len(split), cfg.seed, slot, cfg.flip, cfg.random_crop, resized_crop(cfg, split))
         position = torch.empty_like(plan.order)
         position[plan.order] = torch.arange(len(plan.order))  # where each image sits in the epoch's order
-        at = position[rows]
-        flip, crop, boxes = (t[at] if t is not None else None for t in (plan.flip, plan.crop, plan.boxes))
-        return Draws(flip, crop, cfg.random_crop, boxes)
+        return plan.draws(cfg.random_crop).take(position[rows])
 
     def describe(self, cfg: TrainConfig) -> dict[str, Any]:
         """What the views of the slots depend on (part of a shared cache's key)."""
@@ -175,10 +173,9 @@ def build_cache(forward: Forward, width: int, split: SplitData, view: View, cfg:
                       draws=slots.draws(s, missing, split, cfg))
         values[missing.to(values.device), s] = out.to(values.device)
         forwards += missing.numel()
-        if folder and accelerator.is_main_process:
+        if folder and accelerator.is_main_process:  # the missing rows are not in the file: they are added to it
             old_rows, old_vals = stored[s] or (torch.empty(0, dtype=torch.int64), torch.empty(0, width))
-            keep = ~torch.isin(old_rows, source_rows[missing])
-            _write_slot(_slot_file(folder, s), key, torch.cat([old_rows[keep], source_rows[missing]]),
-                        torch.cat([old_vals[keep], out.cpu()]))
+            _write_slot(_slot_file(folder, s), key, torch.cat([old_rows, source_rows[missing]]),
+                        torch.cat([old_vals, out.cpu()]))
     accelerator.wait_for_everyone()
     return TeacherCache(values, slots, forwards, folder)
