@@ -73,13 +73,17 @@ def export_onnx(model: torch.nn.Module, spec: dict[str, Any], path: str) -> None
 
 
 def quantize_int8(src: str, dst: str) -> None:
-    """ONNX Runtime's dynamic quantisation: int8 weights, activations quantised on the fly (no calibration)."""
+    """ONNX Runtime's dynamic quantisation of the matrix products: int8 weights per output channel, activations
+    quantised on the fly (no calibration)."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process is printed through the root logger
-    quantize_dynamic(src, dst + ".tmp", weight_type=QuantType.QInt8)
+    # The patch embedding stays fp32: on an AVX2 CPU ONNX Runtime's ConvInteger took 3x the fp32 Conv's time
+    # (profiled, vit_tiny at 224, batch 32), and per-channel weight scales cost nothing at run time; with both, int8
+    # throughput went from 1.25x to 1.38x ORT fp32 (README, Deployment).
+    quantize_dynamic(src, dst + ".tmp", weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True)
     os.replace(dst + ".tmp", dst)
 
 
