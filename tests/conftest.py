@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -69,6 +70,19 @@ def toy_dataset(tmp_path_factory) -> Path:
 def cache_dir(tmp_path_factory) -> Path:
     """One decode cache for the whole session."""
     return tmp_path_factory.mktemp("decode-cache")
+
+
+def run_here(main: Callable[[list[str]], Any], *args: str, capsys: Any) -> subprocess.CompletedProcess:
+    """Run an entry point (trainer.cli.main_cls, ...) in this interpreter, as run_script does in a fresh one: its exit
+    code and what it printed. Only where the fresh interpreter is not what is tested: one costs ~10 s of imports."""
+    capsys.readouterr()
+    code: Any = 0
+    try:
+        main(list(args))
+    except SystemExit as stop:
+        code = stop.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
 
 def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from trainer.cli import main_cls, main_kd
 from trainer.distill import kd_loss
 from trainer.metrics import read_jsonl
 
-from .conftest import ROOT, SMALL_VIT, assert_same_run, make_dataset, run_script, wait_for_step
+from .conftest import ROOT, SMALL_VIT, assert_same_run, make_dataset, run_here, wait_for_step
 
 STUDENT = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8", "depth=1"]
 
@@ -245,14 +245,14 @@ def test_distillation_resumes_exactly(hard_dataset, cache_dir, teacher, tmp_path
 
 
 @pytest.mark.slow
-def test_distillation_with_the_teacher_cache_survives_sigterm(hard_dataset, cache_dir, teacher, tmp_path):
+def test_distillation_with_the_teacher_cache_survives_sigterm(hard_dataset, cache_dir, teacher, tmp_path, capsys):
     """SIGTERM mid-epoch, then the same command: the weights and metric lines of the run left alone."""
     def args(out):
         return _kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "3", "--teacher-cache", "--log-every", "2",
                         "--resume-from", "auto")
 
     ref, out = tmp_path / "ref", tmp_path / "cut"
-    assert run_script("train_kd.py", *args(ref)).returncode == 0
+    main_kd(args(ref))
     proc = subprocess.Popen([sys.executable, str(ROOT / "train_kd.py"), *args(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_step(proc, out / "metrics.jsonl", 4)
@@ -261,7 +261,7 @@ def test_distillation_with_the_teacher_cache_survives_sigterm(hard_dataset, cach
     assert proc.returncode == 75 and "stopped by SIGTERM" in err, err[-3000:]
     (ckpt,) = (out / "checkpoints").iterdir()
     assert json.loads((ckpt / "trainer_state.json").read_text())["micro"] > 0
-    res = run_script("train_kd.py", *args(out))
+    res = run_here(main_kd, *args(out), capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_run(ref, out)
     assert json.loads((out / "summary.json").read_text())["teacher_agreement"] == json.loads(

@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 
 from trainer.metrics import read_jsonl
 
-from .conftest import ROOT, SMALL_VIT, assert_same_run, run_script, strip_timing, wait_for_step
+from trainer.cli import main_cls
+
+from .conftest import ROOT, SMALL_VIT, assert_same_run, run_here, strip_timing, wait_for_step
 
 pytestmark = pytest.mark.slow  # every test here trains for real
 
@@ -29,12 +31,12 @@ def _args(dataset, out, cache_dir, *extra):
 def reference_run(toy_dataset, cache_dir, tmp_path_factory):
     """The run left alone (on the default store)."""
     ref = tmp_path_factory.mktemp("ref") / "ref"
-    assert run_script("train_cls.py", *_args(toy_dataset, ref, cache_dir)).returncode == 0
+    main_cls(_args(toy_dataset, ref, cache_dir))
     return ref
 
 
 @pytest.mark.parametrize("data_on", ["device", "host", "disk"])
-def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_path, reference_run, data_on):
+def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_path, reference_run, data_on, capsys):
     """Whichever store serves the data, a killed and resumed run ends as the run left alone ends."""
     ref = reference_run
     out = tmp_path / "killed"
@@ -54,8 +56,8 @@ def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_p
     kept = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step-"))
     assert 1 <= len(kept) <= 3  # --keep-checkpoints 2, plus possibly one being renamed into place
 
-    res = run_script("train_cls.py", *_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5",
-                                            "--resume-from", "latest", "--data-on", data_on))
+    res = run_here(main_cls, *_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5", "--resume-from", "latest",
+                                    "--data-on", data_on), capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"data: {data_on} store" in res.stdout
     a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
@@ -92,20 +94,19 @@ def test_non_finite_loss_stops_with_the_step(toy_dataset, cache_dir, tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
-def test_resume_refuses_other_training_arguments(toy_dataset, cache_dir, tmp_path):
+def test_resume_refuses_other_training_arguments(toy_dataset, cache_dir, tmp_path, capsys):
     out = tmp_path / "o"
-    assert run_script("train_cls.py", *_args(toy_dataset, out, cache_dir, "--epochs", "1",
-                                             "--checkpoint-every", "epoch")).returncode == 0
+    main_cls(_args(toy_dataset, out, cache_dir, "--epochs", "1", "--checkpoint-every", "epoch"))
     before = sorted(p.name for p in out.iterdir())
-    res = run_script("train_cls.py", *_args(toy_dataset, out, cache_dir, "--epochs", "1", "--lr", "5e-3",
-                                            "--resume-from", "latest"))
+    res = run_here(main_cls, *_args(toy_dataset, out, cache_dir, "--epochs", "1", "--lr", "5e-3", "--resume-from",
+                                    "latest"), capsys=capsys)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "other arguments (lr;" in lines[0] and "0.002 then, 0.005 now" in lines[0]
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-def test_sigterm_saves_and_the_same_command_continues_exactly(toy_dataset, cache_dir, tmp_path, reference_run):
+def test_sigterm_saves_and_the_same_command_continues_exactly(toy_dataset, cache_dir, tmp_path, reference_run, capsys):
     """No --checkpoint-every: the checkpoint the signal asks for is the only one, and enough."""
     out = tmp_path / "preempted"
     args = _args(toy_dataset, out, cache_dir, "--resume-from", "auto")
@@ -124,24 +125,24 @@ def test_sigterm_saves_and_the_same_command_continues_exactly(toy_dataset, cache
     assert not (out / "model.safetensors").exists()
     assert max(r["step"] for r in read_jsonl(str(out / "metrics.jsonl"))) <= state["step"]
 
-    res = run_script("train_cls.py", *args)  # the same command, as a scheduler requeues it
+    res = run_here(main_cls, *args, capsys=capsys)  # the same command, as a scheduler requeues it
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming from {ckpt}" in res.stdout
     assert_same_run(reference_run, out)
 
 
 def test_a_damaged_newest_checkpoint_is_skipped_and_none_whole_is_refused(toy_dataset, cache_dir, tmp_path,
-                                                                          reference_run):
+                                                                          reference_run, capsys):
     out = tmp_path / "damaged"
     args = _args(toy_dataset, out, cache_dir, "--checkpoint-every", "5", "--keep-checkpoints", "3",
                  "--resume-from", "auto")
-    assert run_script("train_cls.py", *args).returncode == 0  # fresh: there was no checkpoint
+    assert run_here(main_cls, *args, capsys=capsys).returncode == 0  # fresh: there was no checkpoint
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-50", "step-55", "step-60"]
     for name in ("model.safetensors", "summary.json", "config.json"):  # as if it had died after step 60's save
         (out / name).unlink()
     os.truncate(ckpts / "step-60" / "model.safetensors", 1000)
-    res = run_script("train_cls.py", *args)
+    res = run_here(main_cls, *args, capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     warnings = [line for line in res.stderr.splitlines() if "step-60" in line]
     assert len(warnings) == 1 and "model.safetensors has 1000 of its" in warnings[0]
@@ -152,7 +153,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_none_whole_is_refused(toy_da
     (ckpts / "step-55" / "trainer_state.json").write_text("{")
     os.truncate(ckpts / "step-60" / "random_states_0.pkl", 3)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    res = run_script("train_cls.py", *args)
+    res = run_here(main_cls, *args, capsys=capsys)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     (line,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert "no whole checkpoint" in line and "--overwrite" in line
@@ -164,8 +165,6 @@ def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous(to
     import errno
 
     from accelerate import Accelerator
-
-    from trainer.cli import main_cls
 
     out = tmp_path / "full"
     real_save = Accelerator.save_state
@@ -190,7 +189,7 @@ def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous(to
     assert f"{out / 'checkpoints' / 'step-25'} is intact" in lines[0]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-25"]  # nothing half-written kept
     monkeypatch.setattr(Accelerator, "save_state", real_save)
-    res = run_script("train_cls.py", *args)
+    res = run_here(main_cls, *args, capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming from {out / 'checkpoints' / 'step-25'}" in res.stdout
     assert_same_run(reference_run, out)
