@@ -52,14 +52,40 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
     assert all(f"| {k} | " in report for k in range(10))  # a row per digit class
 
     stamps = {run: os.path.getmtime(out / run / "summary.json") for run in RUNS}
+    onnx = {p: os.path.getmtime(p) for run in ("part2_base_pretrained", "part3_tiny_pretrained")
+            for p in (out / run / "model.onnx", out / run / "model.int8.onnx")}
     (out / "part4_tiny_scratch" / "summary.json").unlink()  # as if the study had been interrupted there
-    study_main(argv)
+    again = study_main(argv)
     for run in RUNS[:-1]:
         assert os.path.getmtime(out / run / "summary.json") == stamps[run], run
     assert (out / "part4_tiny_scratch" / "summary.json").is_file()
+    assert {p: os.path.getmtime(p) for p in onnx} == onnx  # the exports of unchanged weights are not made again
+    for key in ("base", "tiny"):
+        assert again["throughput"][key]["top1_int8"] == study["throughput"][key]["top1_int8"]
 
 
-def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_dir):
+def test_an_export_is_reused_only_while_it_is_newer_than_the_weights(tmp_path):
+    from trainer.study.four_parts import exported
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "model.onnx", "model.int8.onnx"):
+        (run / name).write_bytes(b"x")
+    assert exported(str(run)) is None  # never exported
+    (run / "model.onnx.json").write_text(json.dumps({"parity": {"top1_int8": 0.5, "onnx": "/elsewhere/model.onnx"}}))
+    assert exported(str(run))["onnx"] == str(run / "model.onnx")
+    later = os.path.getmtime(run / "model.onnx.json") + 10
+    os.utime(run / "model.safetensors", (later, later))  # the run was trained again
+    assert exported(str(run)) is None
+    os.utime(run / "model.onnx.json", (later + 1, later + 1))
+    (run / "model.int8.onnx").unlink()
+    assert exported(str(run)) is None
+
+
+def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_dir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # nor is the [deploy] extra installed
     out = tmp_path / "demo"
     study = study_main(["--preset", "demo", "--output-dir", str(out), "--epochs", "1", "--samples-per-class", "8",
                         "--standin-epochs", "1", "--standin-per-class", "8", "--cache-dir", str(cache_dir),
@@ -71,6 +97,9 @@ def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_di
     assert "part4_tiny_feature: not run" in notes
     report = (out / "report.md").read_text()
     assert "## Not run" in report and "missing.safetensors" in report
+    assert "ONNX Runtime figures not measured: ONNX export needs onnxruntime" in report
+    assert "ort_fp32_latency_ms_bs1" not in study["throughput"]["tiny"]
+    assert not (out / "part1_base_scratch" / "model.onnx").exists()
     assert (out / "part1_base_scratch" / "summary.json").is_file()
     for run in ("part1_base_scratch", "standin_tiny", "part3_tiny_pretrained"):  # --seed reaches every run
         assert json.loads((out / run / "config.json").read_text())["training_args"]["seed"] == 7
