@@ -76,38 +76,49 @@ def test_two_processes_train_as_one_group(two_process_run):
     assert res.stdout.count("epoch 1/2 |") == 1
 
 
-def _evaluate(nproc: int, run, dataset, data_on: str = "auto") -> dict:
-    args = ["-m", "trainer.evaluate", "--checkpoint", str(run), "--dataset", str(dataset), "--batch-size", "64",
-            "--data-on", data_on]
-    if nproc == 1:
-        res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    else:
-        res = torchrun(nproc, *args)
-    assert res.returncode == 0, res.stderr[-4000:]
-    lines = res.stdout.strip().splitlines()
-    return json.loads(lines[-1])
-
-
 @pytest.fixture(scope="module")
 def one_process_eval(two_process_run, odd_dataset):
-    return _evaluate(1, two_process_run[0], odd_dataset)
+    """trainer.evaluate's JSON line for the two-process run, from one process."""
+    res = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--checkpoint", str(two_process_run[0]),
+                          "--dataset", str(odd_dataset), "--batch-size", "64"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("data_on", ["device", "host", "disk"])
-def test_eval_counts_every_sample_once_on_two_processes(two_process_run, one_process_eval, odd_dataset, data_on):
+def test_eval_counts_every_sample_once_on_two_processes(two_process_run, one_process_eval, odd_dataset, tmp_path):
+    """Whichever store serves the images (three evaluations in one process group: one launch, not three)."""
     out, _ = two_process_run
-    one, two = one_process_eval, _evaluate(2, out, odd_dataset, data_on)
-    assert one["num_samples"] == two["num_samples"] == 1001
-    assert two["processes"] == 2 and one["processes"] == 1
-    assert two["top1"] == one["top1"]
-    assert abs(two["loss"] - one["loss"]) < 1e-5
+    script = tmp_path / "three_stores.py"
+    script.write_text(f"""
+import json
+from accelerate import PartialState
+from trainer.distributed import end_processes
+from trainer.evaluate import evaluate_checkpoint
+
+for data_on in ("device", "host", "disk"):
+    res = evaluate_checkpoint({str(out)!r}, dataset={str(odd_dataset)!r}, batch_size=64, data_on=data_on)
+    if PartialState().is_main_process:
+        print(json.dumps({{"data_on": data_on, **res}}), flush=True)
+end_processes()
+""")
+    res = torchrun(2, str(script))
+    assert res.returncode == 0, res.stderr[-4000:]
+    twos = [json.loads(line) for line in res.stdout.strip().splitlines() if line.startswith("{")]
+    assert [two["data_on"] for two in twos] == ["device", "host", "disk"]
+    one = one_process_eval
     summary = json.loads((out / "summary.json").read_text())
-    assert abs(one["top1"] - summary["final"]["eval_top1"]) < 1e-9
+    assert abs(one["top1"] - summary["final"]["eval_top1"]) < 1e-9 and one["processes"] == 1
+    for two in twos:
+        assert one["num_samples"] == two["num_samples"] == 1001
+        assert two["processes"] == 2 and two["top1"] == one["top1"]
+        assert abs(two["loss"] - one["loss"]) < 1e-5
 
 
 def test_teacher_cache_on_two_processes_equals_online_teacher(two_process_run, odd_dataset, cache_dir, tmp_path):
     """Each process computes its share of the views; the gathered cache, which the main process writes to the shared
-    folder, must match the online teacher, and a later run finds every view there."""
+    folder, must match the online teacher, and a later run finds every view there. Both runs share one process
+    group: train() leaves it open for the next run, the entry point closes it once, at its end."""
     from trainer.cli import main_kd
 
     teacher, _ = two_process_run
@@ -116,39 +127,27 @@ def test_teacher_cache_on_two_processes_equals_online_teacher(two_process_run, o
             "--eval-samples-per-class", "20", "--batch-size", "8", "--epochs", "2", "--log-every", "3",
             "--kd-alpha", "1", "--teacher", str(teacher), "--no-progress"]
     shared = ["--teacher-cache-dir", str(tmp_path / "shared")]
-    losses = {}
-    for mode, extra in (("online", []), ("cached", shared)):
-        out = tmp_path / mode
-        res = torchrun(2, str(ROOT / "train_kd.py"), *args, "--output-dir", str(out), *extra)
-        assert res.returncode == 0, res.stderr[-4000:]
-        losses[mode] = [r["loss"] for r in read_jsonl(str(out / "metrics.jsonl")) if r["event"] == "train"]
-    summary = json.loads((tmp_path / "cached" / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["teacher_cache_forwards"] == 2 * summary["num_train"]
-    assert len(losses["cached"]) == 6  # steps 3, 6, 7 (end of epoch), 9, 12, 14
-    assert losses["cached"] == pytest.approx(losses["online"], rel=1e-4)
-    again = main_kd([*args, *shared, "--output-dir", str(tmp_path / "again")])
-    assert again["teacher_cache_forwards"] == 0 and again["teacher_cache_reused"] is True
-
-
-def test_two_runs_one_after_the_other_in_one_process_group(odd_dataset, cache_dir, tmp_path):
-    """train() leaves the process group open for the next run; the entry point closes it once, at its end."""
-    script = tmp_path / "two_runs.py"
+    script = tmp_path / "online_then_cached.py"
     script.write_text(f"""
-import dataclasses
-from trainer.api import TrainConfig, train
+from trainer.api import train
+from trainer.config import parse_args
 from trainer.distributed import end_processes
 
-base = TrainConfig(dataset={str(odd_dataset)!r}, cache_dir={str(cache_dir)!r}, model="vit_tiny_patch16_224",
-                   img_size=32, model_kwargs={{"patch_size": 8, "depth": 1}}, samples_per_class=10,
-                   eval_samples_per_class=10, batch_size=8, epochs=1, progress=False)
-for name, seed in (("a", 1), ("b", 2)):
-    train(dataclasses.replace(base, output_dir={str(tmp_path)!r} + "/" + name, seed=seed))
+for mode, extra in (("online", []), ("cached", {shared!r})):
+    train(parse_args([*{args!r}, "--output-dir", {str(tmp_path)!r} + "/" + mode, *extra], kd=True))
 end_processes()
 """)
     res = torchrun(2, str(script))
     assert res.returncode == 0, res.stderr[-4000:]
-    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("a", "b")]
-    assert [s["processes"] for s in summaries] == [2, 2] and [s["steps"] for s in summaries] == [3, 3]
+    losses = {mode: [r["loss"] for r in read_jsonl(str(tmp_path / mode / "metrics.jsonl")) if r["event"] == "train"]
+              for mode in ("online", "cached")}
+    summaries = {mode: json.loads((tmp_path / mode / "summary.json").read_text()) for mode in losses}
+    assert [s["processes"] for s in summaries.values()] == [2, 2] and [s["steps"] for s in summaries.values()] == [14, 14]
+    assert summaries["cached"]["teacher_cache_forwards"] == 2 * summaries["cached"]["num_train"]
+    assert len(losses["cached"]) == 6  # steps 3, 6, 7 (end of epoch), 9, 12, 14
+    assert losses["cached"] == pytest.approx(losses["online"], rel=1e-4)
+    again = main_kd([*args, *shared, "--output-dir", str(tmp_path / "again")])
+    assert again["teacher_cache_forwards"] == 0 and again["teacher_cache_reused"] is True
 
 
 def test_evaluation_keeps_collective_calls_in_step_on_uneven_shards(tmp_path):
