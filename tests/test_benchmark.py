@@ -8,14 +8,13 @@ import torch
 
 from trainer import benchmark
 
-from .conftest import run_script
+from .conftest import run_here
 
 
-@pytest.mark.slow
-def test_cli_prints_json_last(tmp_path):
-    res = run_script("-m trainer.benchmark", "--model", "vit_tiny_patch16_224", "--img-size", "32",
-                     "--model-kwargs", "patch_size=8", "depth=1", "--batch-size", "8", "--device", "cpu",
-                     "--warmup", "1", "--iters", "3")
+def test_cli_prints_json_last(capsys):
+    res = run_here(benchmark.main, "--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs",
+                   "patch_size=8", "depth=1", "--batch-size", "8", "--device", "cpu", "--warmup", "1", "--iters", "3",
+                   capsys=capsys)
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     for key in ("model", "batch_size", "precision", "device", "images_per_s", "ms_per_batch", "cpu_latency_ms_bs1"):

@@ -117,15 +117,15 @@ def test_real_cifar10_short_run(cache_dir, tmp_path):
     assert 0.0 <= summary["final"]["eval_top1"] <= 1.0
 
 
-def test_other_columns_and_validation_split_through_the_cli(tmp_path, cache_dir):
-    from .conftest import make_dataset, run_script
+def test_other_columns_and_validation_split_through_the_cli(tmp_path, cache_dir, capsys):
+    from .conftest import make_dataset, run_here
 
     data = make_dataset(tmp_path / "beans", {"train": 20, "validation": 5}, num_classes=3, image_column="image",
                         label_column="labels")
     out = tmp_path / "run"
-    res = run_script("train_cls.py", *SMALL_VIT, "--dataset", str(data), "--eval-split", "validation",
-                     "--samples-per-class", "20", "--epochs", "1", "--batch-size", "16", "--output-dir", str(out),
-                     "--cache-dir", str(cache_dir), "--no-progress")
+    res = run_here(main_cls, *SMALL_VIT, "--dataset", str(data), "--eval-split", "validation", "--samples-per-class",
+                   "20", "--epochs", "1", "--batch-size", "16", "--output-dir", str(out), "--cache-dir", str(cache_dir),
+                   "--no-progress", capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "config.json").read_text())
