@@ -16,7 +16,7 @@ from trainer.evaluate import main as evaluate_main
 from trainer.study.four_parts import main as study_main
 from trainer.study.report import main as report_main
 
-from .conftest import SMALL_VIT, run_script
+from .conftest import SMALL_VIT, run_here, run_script
 
 MAINS: dict[str, Callable] = {"train_cls.py": main_cls, "train_kd.py": main_kd, "evaluate": evaluate_main,
                               "benchmark": benchmark_main, "study": study_main, "report": report_main}
@@ -118,9 +118,8 @@ def _one_clean_line(code, err: str, needles: list[str]) -> None:
 def test_bad_input(case, script, args, needles, toy_dataset, cache_dir, tmp_path, capsys, monkeypatch):
     _prepare(case, tmp_path, monkeypatch)
     before = _listing(tmp_path / "out")
-    with pytest.raises(SystemExit) as stop:
-        MAINS[script](_argv(script, args, toy_dataset, tmp_path, cache_dir))
-    _one_clean_line(stop.value.code, capsys.readouterr().err, needles)
+    res = run_here(MAINS[script], *_argv(script, args, toy_dataset, tmp_path, cache_dir), capsys=capsys)
+    _one_clean_line(res.returncode, res.stderr, needles)  # as in a fresh interpreter (the tests below)
     assert _listing(tmp_path / "out") == before  # nothing written
 
 

@@ -65,21 +65,22 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
 
 
 def test_an_export_is_reused_only_while_it_is_newer_than_the_weights(tmp_path):
-    from trainer.study.four_parts import exported
+    from trainer.export import previous_export
 
     run = tmp_path / "run"
     run.mkdir()
     for name in ("model.safetensors", "model.onnx", "model.int8.onnx"):
         (run / name).write_bytes(b"x")
-    assert exported(str(run)) is None  # never exported
+    assert previous_export(str(run)) is None  # never exported
     (run / "model.onnx.json").write_text(json.dumps({"parity": {"top1_int8": 0.5, "onnx": "/elsewhere/model.onnx"}}))
-    assert exported(str(run))["onnx"] == str(run / "model.onnx")
+    assert previous_export(str(run))["onnx"] == str(run / "model.onnx")
     later = os.path.getmtime(run / "model.onnx.json") + 10
     os.utime(run / "model.safetensors", (later, later))  # the run was trained again
-    assert exported(str(run)) is None
-    os.utime(run / "model.onnx.json", (later + 1, later + 1))
+    assert previous_export(str(run)) is None
+    os.utime(run / "model.onnx.json", (later + 1, later + 1))  # exported again after that
+    assert previous_export(str(run)) is not None
     (run / "model.int8.onnx").unlink()
-    assert exported(str(run)) is None
+    assert previous_export(str(run)) is None
 
 
 def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_dir, monkeypatch):

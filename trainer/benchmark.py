@@ -22,7 +22,8 @@ from .argparsing import OneLineParser, parse_kwargs
 from .augment import View, preprocess
 from .data import default_cache_dir, load_eval_split
 from .errors import UsageError, exit_on_usage_error
-from .export import INPUT, OUTPUT, export_onnx, input_spec, ort_session, quantize_int8, require_deploy
+from .export import (INPUT, ONNX_FILE, OUTPUT, export_onnx, input_spec, int8_path, ort_session, quantize_int8,
+                     require_deploy)
 from .models import count_params, create_model, input_view, load_run, num_classes, run_view
 from .placement import place_splits
 
@@ -73,11 +74,11 @@ def throughput(model: torch.nn.Module, img_size: int, batch_size: int, device: t
 
 def onnx_file(model: torch.nn.Module, view: View, folder: str, int8: bool) -> str:
     """The model exported to ONNX in folder (and quantised to int8 if asked), as trainer.export writes it."""
-    path = os.path.join(folder, "model.onnx")
+    path = os.path.join(folder, ONNX_FILE)
     export_onnx(model, input_spec(view, [str(k) for k in range(num_classes(model))]), path)
     if int8:
-        quantize_int8(path, os.path.join(folder, "model.int8.onnx"))
-        path = os.path.join(folder, "model.int8.onnx")
+        quantize_int8(path, int8_path(path))
+        path = int8_path(path)
     return path
 
 

@@ -24,10 +24,37 @@ from .errors import UsageError, exit_on_usage_error
 from .evaluate import run_eval_split
 from .models import load_run, run_view
 from .placement import place_splits
-from .run_folder import resolve_run
+from .run_folder import MODEL_FILE, resolve_run
 
 MAX_DISAGREEMENT = 0.005
 INPUT, OUTPUT = "image", "logits"
+ONNX_FILE = "model.onnx"  # in the run folder, unless --output says otherwise
+
+
+def int8_path(path: str) -> str:
+    """Where the int8 copy of an ONNX file goes (model.onnx -> model.int8.onnx)."""
+    return path[:-5] + ".int8.onnx" if path.endswith(".onnx") else path + ".int8"
+
+
+def parity_path(path: str) -> str:
+    """The JSON beside an ONNX file: its input spec and parity figures."""
+    return path + ".json"
+
+
+def previous_export(folder: str) -> Optional[dict[str, Any]]:
+    """The parity figures of the run's default export with its int8 copy, where both files and the figures are newer
+    than the run's weights: an unchanged model need not be exported again (ViT-B at 224 takes minutes on a CPU)."""
+    onnx = os.path.join(folder, ONNX_FILE)
+    try:
+        with open(parity_path(onnx)) as f:
+            parity = json.load(f)["parity"]
+        written = os.path.getmtime(parity_path(onnx))
+        newest = max(os.path.getmtime(os.path.join(folder, n)) for n in (MODEL_FILE, ONNX_FILE, int8_path(ONNX_FILE)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if written < newest or "top1_int8" not in parity:
+        return None
+    return {**parity, "onnx": onnx, "onnx_int8": int8_path(onnx)}
 
 
 def require_deploy() -> None:
@@ -145,7 +172,7 @@ def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False
             raise UsageError(f"{name} must be at least 1, got {value}")
     model, cfg = load_run(checkpoint, "--checkpoint")
     folder = os.path.dirname(resolve_run(checkpoint)[0])
-    path = output or os.path.join(folder, "model.onnx")
+    path = output or os.path.join(folder, ONNX_FILE)
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise UsageError(f"--output {path}: its folder does not exist: create it or pass another path")
     view = run_view(cfg)
@@ -155,7 +182,7 @@ def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False
     export_onnx(model, spec, path)
     files = {"onnx": path}
     if int8:
-        files["int8"] = path[:-5] + ".int8.onnx" if path.endswith(".onnx") else path + ".int8"
+        files["int8"] = int8_path(path)
         quantize_int8(path, files["int8"])
     sessions = {name: ort_session(f) for name, f in files.items()}
     n = min(len(split), max_samples or len(split))
@@ -164,7 +191,7 @@ def export_run(checkpoint: str, output: Optional[str] = None, int8: bool = False
     result = compare(model.float(), sessions, batches)
     result.update(passed=1 - result["agreement"] <= MAX_DISAGREEMENT, checkpoint=checkpoint,
                   **{("onnx" if name == "onnx" else "onnx_int8"): f for name, f in files.items()})
-    with open(path + ".json", "w") as f:
+    with open(parity_path(path), "w") as f:
         json.dump({"input": spec, "parity": result}, f, indent=1)
     return result
 

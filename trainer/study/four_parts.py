@@ -27,7 +27,7 @@ from ..data import open_dataset
 from ..distributed import end_processes
 from ..errors import UsageError, exit_on_usage_error
 from ..evaluate import evaluate_checkpoint
-from ..export import export_run, ort_session
+from ..export import export_run, ort_session, previous_export
 from ..models import load_run, run_view
 from ..resume import list_checkpoints
 from ..run_folder import MODEL_FILE, SUMMARY_FILE
@@ -222,25 +222,10 @@ def measure_throughput(out_dir: str, p: Preset, device: Optional[str], cache_dir
     return out
 
 
-def exported(folder: str) -> Optional[dict[str, Any]]:
-    """The parity figures of the run's ONNX export where both files are there and newer than its weights: a study
-    that continues does not export again (ViT-B at 224 and its int8 top-1 take minutes on a CPU)."""
-    side = os.path.join(folder, "model.onnx.json")
-    try:
-        with open(side) as f:
-            parity = json.load(f)["parity"]
-        newest = max(os.path.getmtime(os.path.join(folder, n)) for n in (MODEL_FILE, "model.onnx", "model.int8.onnx"))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if os.path.getmtime(side) < newest or "top1_int8" not in parity:
-        return None
-    return {**parity, "onnx": os.path.join(folder, "model.onnx"), "onnx_int8": os.path.join(folder, "model.int8.onnx")}
-
-
 def onnx_figures(folder: str, size: int, cache_dir: Optional[str]) -> dict[str, Any]:
     """A run exported (RUN/model.onnx, RUN/model.int8.onnx): ONNX Runtime batch-1 CPU latency in fp32 and int8,
     and top-1 of PyTorch and of the int8 model on up to ONNX_CHECK_IMAGES of the run's eval images."""
-    parity = exported(folder) or export_run(folder, int8=True, cache_dir=cache_dir, max_samples=ONNX_CHECK_IMAGES)
+    parity = previous_export(folder) or export_run(folder, int8=True, cache_dir=cache_dir, max_samples=ONNX_CHECK_IMAGES)
     latency = {name: ort_seconds(ort_session(parity[key], torch.get_num_threads()), size, 1, 2, 10) * 1e3
                for name, key in (("fp32", "onnx"), ("int8", "onnx_int8"))}
     return {"ort_fp32_latency_ms_bs1": latency["fp32"], "ort_int8_latency_ms_bs1": latency["int8"],
