@@ -1,5 +1,5 @@
 """Distill a timm ViT student from a train_cls.py teacher: `accelerate launch train_kd.py --teacher RUN --help`."""
-from trainer.cli import main_kd
+from trainer.commands.train import main_kd
 
 if __name__ == "__main__":
     main_kd()

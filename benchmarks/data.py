@@ -100,16 +100,16 @@ class PeakSampler:
 
 def decode_child(dataset: str, n: int, workers: int, out: str) -> None:
     """In a fresh process: decode the first n photos for a 96-px model; print the peak RssAnon and the seconds."""
-    from trainer.augment import Frame
-    from trainer.data import get_split, open_dataset
-    from trainer.decode import decode_to_file
+    from trainer.data.augment import EvalCrop
+    from trainer.data.sources import get_split, open_dataset
+    from trainer.data.decode import decode_to_file
 
     ds = get_split(open_dataset(dataset), "train", "--train-split")
-    frame = Frame(96, 0.875)
+    crop = EvalCrop(96, 0.875)
     start = time.perf_counter()
     with PeakSampler(lambda: ["self"]) as sampler:
-        decode_to_file(ds, "image", np.arange(n), (3, frame.side, frame.side), out, workers=workers, progress=False,
-                       frame_size=frame.size)
+        decode_to_file(ds, "image", np.arange(n), (3, crop.side, crop.side), out, workers=workers, progress=False,
+                       crop_size=crop.size)
     print(json.dumps({"peak_rss_anon": sampler.peak["self"], "seconds": time.perf_counter() - start}))
 
 
@@ -194,13 +194,13 @@ def two_process_peaks(dataset: str, cache: str, per_class: int, data_on: str, ou
 
 def private_share(dataset: str, cache: str, per_class: int, tmp: str) -> dict:
     """Each process's private memory beyond a 100-image run, over the decoded split's size, per store."""
-    from trainer.augment import Frame
-    from trainer.data import load_data
+    from trainer.data.augment import EvalCrop
+    from trainer.data.loading import load_data
 
     # Decoded first, so that the runs measure training, not decoding.
-    decoded = load_data(dataset, samples_per_class=per_class, eval_samples_per_class=10, frame=Frame(64, 0.9),
+    decoded = load_data(dataset, samples_per_class=per_class, eval_samples_per_class=10, crop=EvalCrop(64, 0.9),
                         cache_dir=cache).train.images.nbytes
-    load_data(dataset, samples_per_class=10, eval_samples_per_class=10, frame=Frame(64, 0.9), cache_dir=cache)
+    load_data(dataset, samples_per_class=10, eval_samples_per_class=10, crop=EvalCrop(64, 0.9), cache_dir=cache)
     out: dict = {"two_process_decoded_bytes": decoded}
     for data_on in ("disk", "device"):
         big = two_process_peaks(dataset, cache, per_class, data_on, os.path.join(tmp, "big"))

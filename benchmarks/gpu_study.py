@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.benchmark import DTYPES, train_flops_per_image  # noqa: E402
+from trainer.deploy.timing import DTYPES, train_flops_per_image  # noqa: E402
 
 
 def train_throughput(name: str, kwargs: dict, img_size: int, batch_size: int, device: torch.device, precision: str,
@@ -80,7 +80,7 @@ def utilisation(images_per_s: float, flops_per_image: float, peak_tflops: float)
 
 def study_runs(out: str, device: torch.device, peak_tflops: float) -> list[dict]:
     """Images/s and MFU of every finished run of a study folder, from its summary.json."""
-    from trainer.models import load_run, run_view
+    from trainer.models import load_trained
 
     rows = []
     for run in sorted(os.listdir(out)):
@@ -89,8 +89,8 @@ def study_runs(out: str, device: torch.device, peak_tflops: float) -> list[dict]
             continue
         with open(summary_path) as f:
             summary = json.load(f)
-        model, cfg = load_run(os.path.join(out, run))
-        flops = train_flops_per_image(model.to(device).train(), run_view(cfg).size, device)
+        trained = load_trained(os.path.join(out, run))
+        flops = train_flops_per_image(trained.model.to(device).train(), trained.config.view.size, device)
         rows.append({"run": run, "model": summary["model"], "mixed_precision": summary["mixed_precision"],
                      **utilisation(summary["train_images_per_s"], flops, peak_tflops),
                      "train_time_s": summary["train_time_s"]})

@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.cli import main_cls, main_kd  # noqa: E402
-from trainer.evaluate import main as evaluate_main  # noqa: E402
+from trainer.commands.train import main_cls, main_kd  # noqa: E402
+from trainer.commands.evaluate import main as evaluate_main  # noqa: E402
 
 SWEEP = [("0.5", "2"), ("0.5", "4"), ("0.9", "2"), ("0.9", "4")]  # (alpha, T)
 
@@ -96,7 +96,7 @@ def types(student: list[str], teacher: str, tmp: str) -> dict[str, Any]:
     """The student alone and with soft, feature and token distillation, at alpha 0.5."""
     out: dict[str, Any] = {}
     s, summary = timed(main_cls, [*student, "--output-dir", os.path.join(tmp, "alone")])
-    agree = evaluate_main(["--checkpoint", os.path.join(tmp, "alone"), "--compare-with", teacher])["agreement"]
+    agree = evaluate_main(["--run", os.path.join(tmp, "alone"), "--compare-with", teacher])["agreement"]
     out["alone"] = {"eval_top1": summary["final"]["eval_top1"], "agreement": agree, "time_s": round(s, 2)}
     for kd_type in ("soft", "feature", "token"):
         argv = [*student, "--teacher", teacher, "--kd-alpha", "0.5", "--kd-type", kd_type, "--teacher-cache",

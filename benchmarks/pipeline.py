@@ -27,10 +27,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.augment import Draws, View, augment  # noqa: E402
-from trainer.batches import plan_epoch  # noqa: E402
-from trainer.data import decode_cached, find_columns, get_split, open_dataset  # noqa: E402
-from trainer.stores import DiskStore, serve  # noqa: E402
+from trainer.data.augment import Draws, View, augment  # noqa: E402
+from trainer.data.plan import plan_epoch  # noqa: E402
+from trainer.data.loading import decode_cached
+from trainer.data.sources import find_columns, get_split, open_dataset  # noqa: E402
+from trainer.data.stores import DiskStore, serve  # noqa: E402
 
 VIEW = View(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 

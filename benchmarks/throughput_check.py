@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.benchmark import main as trainer_benchmark  # noqa: E402
+from trainer.commands.benchmark import main as trainer_benchmark  # noqa: E402
 
 
 def timm_style(model_name: str, batch_size: int, img_size: int, device: torch.device, warm: int = 10,

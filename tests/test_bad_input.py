@@ -10,13 +10,13 @@ from typing import Callable
 
 import pytest
 
-from trainer.benchmark import main as benchmark_main
-from trainer.cli import main_cls, main_kd
-from trainer.evaluate import main as evaluate_main
-from trainer.study.four_parts import main as study_main
-from trainer.study.report import main as report_main
+from trainer.commands.benchmark import main as benchmark_main
+from trainer.commands.train import main_cls, main_kd
+from trainer.commands.evaluate import main as evaluate_main
+from trainer.commands.study import main as study_main
+from trainer.commands.report import main as report_main
 
-from .conftest import SMALL_VIT, run_here, run_script
+from .helpers import SMALL_VIT, run_here, run_script
 
 MAINS: dict[str, Callable] = {"train_cls.py": main_cls, "train_kd.py": main_kd, "evaluate": evaluate_main,
                               "benchmark": benchmark_main, "study": study_main, "report": report_main}
@@ -27,7 +27,8 @@ def _prepare(case: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if case == "device_too_small":
         monkeypatch.setenv("VIT_TRAINER_DEVICE_FREE_BYTES", "1000")
     elif case == "disk_full":
-        monkeypatch.setattr("trainer.decode.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+        monkeypatch.setattr("trainer.data.decode.shutil.disk_usage",
+                            lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     elif case in ("cache_dir_unwritable", "teacher_cache_dir_unwritable"):
         (tmp / "a-file").write_text("x")
     elif case == "corrupt_pretrained":
@@ -84,7 +85,7 @@ CASES = [
     ("cache_dir_unwritable", "train_cls.py", ["--cache-dir", "{tmp}/a-file/cache"],
      ["cannot write the decode cache in", "a-file/cache (Not a directory)", "pass --cache-dir"]),
     ("evaluate_missing", "evaluate", ["--checkpoint", "{tmp}/nowhere"], ["does not exist"]),
-    ("benchmark_missing", "benchmark", ["--checkpoint", "{tmp}/nowhere"], ["does not exist"]),
+    ("benchmark_missing", "benchmark", ["--run", "{tmp}/nowhere"], ["does not exist"]),
     ("benchmark_batch", "benchmark", ["--model", "vit_tiny_patch16_224", "--batch-size", "0"],
      ["--batch-size must be positive, got 0"]),
     ("report_without_study", "report", ["{tmp}"], ["holds no study.json"]),

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from trainer import benchmark
+from trainer.commands import benchmark
+from trainer.deploy.timing import throughput
 
-from .conftest import run_here
+from .helpers import run_here
 
 
 def test_cli_prints_json_last(capsys):
@@ -30,7 +31,7 @@ def test_out_of_memory_halves_the_batch():
                 raise torch.cuda.OutOfMemoryError("too big")
             return x.mean((1, 2, 3))
 
-    res = benchmark.throughput(Picky(), 8, 32, torch.device("cpu"), warmup=1, iters=2)
+    res = throughput(Picky(), 8, 32, torch.device("cpu"), warmup=1, iters=2)
     assert res["batch_size"] == 4
 
 
@@ -38,7 +39,7 @@ def test_training_flops_match_the_vit_formula():
     """The MFU numerator: 3 x the forward's matmul FLOPs (the input layer needs no input gradient)."""
     import timm
 
-    from trainer.benchmark import train_flops_per_image
+    from trainer.deploy.timing import train_flops_per_image
 
     dim, depth, patch, size, classes = 192, 2, 4, 32, 10
     model = timm.create_model("vit_tiny_patch16_224", num_classes=classes, img_size=size, patch_size=patch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 EXPECTED = {
     "single_gpu_fp16_t4.yaml": ("NO", "fp16", 1, False),

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import find_columns, load_data, select_per_class
+from trainer.data.loading import load_data
+from trainer.data.sources import find_columns, select_per_class
 from trainer.errors import UsageError
 
-from .conftest import CIFAR10, make_dataset, needs_cifar10
+from .helpers import CIFAR10, make_dataset, needs_cifar10
 
 NAMES = ["a", "b", "c"]
 

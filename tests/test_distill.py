@@ -1,9 +1,8 @@
-"""Distillation: loss formulas, frozen teacher, exact logit cache, agreement, bad teachers."""
+"""Distillation runs: frozen teacher, exact teacher cache, agreement, feature and token students, bad teachers."""
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import signal
 import subprocess
@@ -11,45 +10,13 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from trainer.cli import main_cls, main_kd
-from trainer.distill import kd_loss
-from trainer.metrics import read_jsonl
+from trainer.commands.train import main_cls, main_kd
+from trainer.run_files import read_jsonl
 
-from .conftest import ROOT, SMALL_VIT, assert_same_run, make_dataset, run_here, wait_for_step
+from .helpers import ROOT, SMALL_VIT, assert_same_run, make_dataset, run_here, wait_for_step
 
 STUDENT = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8", "depth=1"]
-
-
-def test_soft_loss_matches_hand_computation():
-    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
-    t = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]])
-    y = torch.tensor([0, 2])
-    T, alpha = 4.0, 0.3
-    kl = 0.0
-    for i in range(2):
-        p_t = torch.softmax(t[i] / T, -1)
-        log_p_s = torch.log_softmax(s[i] / T, -1)
-        kl += float((p_t * (p_t.log() - log_p_s)).sum())
-    kl = kl / 2 * T * T
-    ce = float(F.cross_entropy(s, y))
-    got = float(kd_loss(s, t, y, "soft", alpha, T))
-    assert math.isclose(got, (1 - alpha) * ce + alpha * kl, rel_tol=1e-6)
-
-
-def test_hard_loss_is_cross_entropy_on_teacher_argmax():
-    s = torch.randn(6, 5)
-    t = torch.randn(6, 5)
-    y = torch.randint(0, 5, (6,))
-    expected = 0.5 * F.cross_entropy(s, y) + 0.5 * F.cross_entropy(s, t.argmax(-1))
-    assert torch.allclose(kd_loss(s, t, y, "hard", 0.5, 4.0), expected)
-
-
-def test_alpha_zero_is_plain_cross_entropy():
-    s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
-    assert torch.allclose(kd_loss(s, t, y, "soft", 0.0, 2.0), F.cross_entropy(s, y))
-    assert torch.allclose(kd_loss(s, s, y, "soft", 1.0, 3.0), torch.tensor(0.0), atol=1e-6)
 
 
 def _kd_args(dataset, out, cache_dir, teacher, *extra):
@@ -121,13 +88,13 @@ def test_teacher_eval_is_reused_from_its_run_only_where_it_applies(hard_dataset,
 @pytest.mark.slow
 def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_dir, teacher, tmp_path):
     """trainer.evaluate --compare-with TEACHER reproduces the student's final agreement, saved predictions or not."""
-    from trainer.evaluate import main as evaluate_main
+    from trainer.commands.evaluate import main as evaluate_main
 
     student = tmp_path / "s"
     summary = main_kd(_kd_args(hard_dataset, student, cache_dir, teacher, "--epochs", "1"))
     copy = tmp_path / "t"
     shutil.copytree(teacher, copy)
-    argv = ["--checkpoint", str(student), "--cache-dir", str(cache_dir), "--batch-size", "37"]
+    argv = ["--run", str(student), "--cache-dir", str(cache_dir), "--batch-size", "37"]
     with_saved = evaluate_main([*argv, "--compare-with", str(copy)])
     (copy / "eval_predictions.safetensors").unlink()
     evaluated = evaluate_main([*argv, "--compare-with", str(copy)])
@@ -139,22 +106,22 @@ def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_
 @pytest.mark.parametrize("data_on,extra", [("device", []), ("host", []), ("disk", []),
                                            ("device", ["--random-crop", "4"]), ("host", ["--random-resized-crop"])])
 def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path, data_on, extra):
-    from trainer.batches import EpochBatches
+    from trainer.training.batches import EpochBatches
     from trainer.config import parse_args
-    from trainer.distill import Distillation
-    from trainer.run import build_run
+    from trainer.distill.tasks import distillation_task
+    from trainer.training.setup import build_setup
 
     cfg = parse_args(_kd_args(hard_dataset, tmp_path / "x", cache_dir, teacher, "--teacher-cache", "--epochs", "3",
                               "--data-on", data_on, *extra), kd=True)
-    run = build_run(cfg)
-    assert run.data.train.images.kind == data_on
-    cached = Distillation(cfg)
-    cached.setup(run)
-    online = Distillation(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher, *extra), kd=True))
-    online.setup(run)
-    n = len(run.data.train)
+    setup = build_setup(cfg)
+    assert setup.data.train.images.kind == data_on
+    cached = distillation_task(cfg, setup)
+    online = distillation_task(parse_args(_kd_args(hard_dataset, tmp_path / "y", cache_dir, teacher, *extra), kd=True),
+                               setup)
+    assert cached.cache is not None and online.cache is None
+    n = len(setup.data.train)
     for epoch in range(cfg.epochs):  # every batch the run will draw finds its exact teacher logits in the cache
-        for micro in EpochBatches(run.data.train, run.view, cfg, run.accelerator, epoch).starting_at(0):
+        for micro in EpochBatches(setup.data.train, setup.view, cfg, setup.accelerator, epoch).starting_at(0):
             assert torch.allclose(cached.teacher_targets(micro.batch), online.teacher_targets(micro.batch), atol=1e-5)
     computed = torch.isfinite(cached.cache.values).all(-1)
     assert int(computed.sum()) == cached.cache.forwards
@@ -271,14 +238,14 @@ def test_distillation_with_the_teacher_cache_survives_sigterm(hard_dataset, cach
 @pytest.mark.slow
 def test_a_convnet_teaches_a_vit(hard_dataset, cache_dir, tmp_path):
     """--img-size goes only to models built for one input size; a resnet's images are resized to it instead."""
-    from trainer.evaluate import main as evaluate_main
+    from trainer.commands.evaluate import main as evaluate_main
 
     conv = tmp_path / "resnet"
     summary = main_cls(["--model", "resnet18", "--img-size", "48", "--dataset", str(hard_dataset), "--output-dir",
                         str(conv), "--cache-dir", str(cache_dir), "--samples-per-class", "30", "--batch-size", "16",
                         "--epochs", "1", "--lr", "1e-3", "--no-progress"])
     assert json.loads((conv / "config.json").read_text())["img_size"] == 48
-    assert evaluate_main(["--checkpoint", str(conv), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
+    assert evaluate_main(["--run", str(conv), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
         summary["final"]["eval_top1"])  # rebuilt from its folder, evaluated at 48 px as trained
     kd = main_kd(_kd_args(hard_dataset, tmp_path / "kd", cache_dir, conv, "--epochs", "1", "--teacher-cache"))
     assert kd["teacher"].rstrip("/").endswith("resnet")
@@ -330,8 +297,8 @@ def test_shared_teacher_cache_serves_a_sweep_and_rebuilds_what_it_cannot_trust(h
 @pytest.mark.slow
 def test_feature_distillation_trains_a_projection_and_saves_the_plain_student(hard_dataset, cache_dir, teacher,
                                                                               tmp_path):
-    from trainer.evaluate import main as evaluate_main
-    from trainer.models import load_run
+    from trainer.commands.evaluate import main as evaluate_main
+    from trainer.models import load_trained
 
     out = tmp_path / "feature"
     args = _kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--kd-type", "feature", "--kd-alpha", "0.5",
@@ -342,9 +309,9 @@ def test_feature_distillation_trains_a_projection_and_saves_the_plain_student(ha
     assert summary["teacher_cache_forwards"] == 2 * summary["num_train"]  # pooled features of both views, cached
     losses = _train_losses(out)
     assert losses[-1] < 0.8 * losses[0]  # the projected features move towards the teacher's
-    model, _ = load_run(str(out))  # plain timm: the projection is not part of the saved model
+    model = load_trained(str(out)).model  # plain timm: the projection is not part of the saved model
     assert model.head.in_features == 96 and summary["num_params"] == sum(p.numel() for p in model.parameters())
-    assert evaluate_main(["--checkpoint", str(out), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
+    assert evaluate_main(["--run", str(out), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
         summary["final"]["eval_top1"])
 
 
@@ -352,7 +319,7 @@ def test_feature_distillation_trains_a_projection_and_saves_the_plain_student(ha
 @pytest.mark.parametrize("target", ["hard", "soft"])
 def test_token_distillation_trains_the_distillation_head_and_averages_both(hard_dataset, cache_dir, teacher,
                                                                            tmp_path, target):
-    from trainer.evaluate import main as evaluate_main
+    from trainer.commands.evaluate import main as evaluate_main
 
     out = tmp_path / "token"
     args = _kd_args(hard_dataset, out, cache_dir, teacher, "--epochs", "2", "--kd-type", "token", "--kd-alpha", "0.5",
@@ -363,5 +330,5 @@ def test_token_distillation_trains_the_distillation_head_and_averages_both(hard_
     losses = _train_losses(out)
     assert losses[-1] < 0.8 * losses[0]  # the distillation head learns the teacher's answers (or its soft targets)
     # Rebuilt by plain timm from its folder, it predicts with both heads averaged, as it was evaluated in training.
-    assert evaluate_main(["--checkpoint", str(out), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
+    assert evaluate_main(["--run", str(out), "--cache-dir", str(cache_dir)])["top1"] == pytest.approx(
         summary["final"]["eval_top1"])

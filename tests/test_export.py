@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.benchmark import main as benchmark_main
-from trainer.cli import main_cls
-from trainer.evaluate import main as evaluate_main
-from trainer.export import main as export_main
+from trainer.commands.benchmark import main as benchmark_main
+from trainer.commands.train import main_cls
+from trainer.commands.evaluate import main as evaluate_main
+from trainer.commands.export import main as export_main
 
-from .conftest import SMALL_VIT
+from .helpers import SMALL_VIT
 
 pytest.importorskip("onnxruntime", reason="the [deploy] extra (onnx, onnxruntime, onnxscript) is not installed")
 pytestmark = pytest.mark.slow  # trains a model and exports it
@@ -34,7 +34,7 @@ def test_export_matches_pytorch_and_the_file_is_usable_alone(small_run, cache_di
     import onnx
     import onnxruntime as ort
 
-    out = export_main(["--checkpoint", str(small_run), "--int8", "--cache-dir", str(cache_dir)])
+    out = export_main(["--run", str(small_run), "--int8", "--cache-dir", str(cache_dir)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
     assert out["passed"] and out["num_samples"] == 20 and out["agreement"] >= 0.995
     assert out["top1_onnx"] == out["top1_torch"] and out["max_abs_logit_diff"] < 1e-3
@@ -46,9 +46,9 @@ def test_export_matches_pytorch_and_the_file_is_usable_alone(small_run, cache_di
     assert meta["mean"] == cfg["mean"] and meta["std"] == cfg["std"] and meta["shape"][-1] == cfg["img_size"]
     assert meta["label_names"] == cfg["label_names"]
     # Usable alone: another batch size than the export's, the same logits as the timm model rebuilt from the run.
-    from trainer.models import load_run
+    from trainer.models import load_trained
 
-    model, _ = load_run(str(small_run))
+    model = load_trained(str(small_run)).model
     x = torch.randn(5, 3, cfg["img_size"], cfg["img_size"])
     session = ort.InferenceSession(str(small_run / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(["logits"], {"image": x.numpy()})[0]
@@ -57,7 +57,7 @@ def test_export_matches_pytorch_and_the_file_is_usable_alone(small_run, cache_di
 
 
 def test_an_export_that_disagrees_exits_1(small_run, cache_dir, tmp_path, monkeypatch, capsys):
-    import trainer.export as export
+    import trainer.deploy.onnx as export
 
     real = export.export_onnx
 
@@ -69,7 +69,7 @@ def test_an_export_that_disagrees_exits_1(small_run, cache_dir, tmp_path, monkey
 
     monkeypatch.setattr(export, "export_onnx", broken)
     with pytest.raises(SystemExit) as stop:
-        export_main(["--checkpoint", str(small_run), "--output", str(tmp_path / "bad.onnx"), "--cache-dir",
+        export_main(["--run", str(small_run), "--output", str(tmp_path / "bad.onnx"), "--cache-dir",
                      str(cache_dir)])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 1 and len(err) == 1 and "disagrees with PyTorch" in err[0]
@@ -79,7 +79,7 @@ def test_an_export_that_disagrees_exits_1(small_run, cache_dir, tmp_path, monkey
 def test_without_the_deploy_extra_one_line_says_what_to_install(small_run, monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(SystemExit) as stop:
-        export_main(["--checkpoint", str(small_run), "--output", str(tmp_path / "m.onnx")])
+        export_main(["--run", str(small_run), "--output", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and "pip install 'vit-trainer[deploy]'" in err[0]
     assert not (tmp_path / "m.onnx").exists()
@@ -106,13 +106,13 @@ def test_every_run_and_evaluation_report_per_class_figures(small_run, cache_dir)
     assert sum(map(sum, per_class["confusion_matrix"])) == summary["num_eval"] == 20
     assert per_class["support"] == [5, 5, 5, 5] and per_class["label_names"] == [f"class{k}" for k in range(4)]
     assert per_class["accuracy"] == pytest.approx(summary["final"]["eval_top1"])
-    out = evaluate_main(["--checkpoint", str(small_run), "--cache-dir", str(cache_dir)])
+    out = evaluate_main(["--run", str(small_run), "--cache-dir", str(cache_dir)])
     assert out["per_class"] == per_class  # one metric path: the run's final eval and trainer.evaluate agree
 
 
 def test_evaluate_takes_the_whole_split_off_the_runs_own_eval_set(small_run, toy_dataset, cache_dir):
     def count(*extra):
-        return evaluate_main(["--checkpoint", str(small_run), "--cache-dir", str(cache_dir), *extra])["num_samples"]
+        return evaluate_main(["--run", str(small_run), "--cache-dir", str(cache_dir), *extra])["num_samples"]
 
     assert count() == 20  # the run's own eval images
     assert count("--eval-samples-per-class", "all") == 80  # 'all' overrides the run's choice
@@ -128,7 +128,7 @@ def test_evaluate_takes_the_whole_split_off_the_runs_own_eval_set(small_run, toy
 def test_bad_export_arguments_exit_2_with_one_line(small_run, tmp_path, capsys, extra, message):
     before = sorted(p.name for p in small_run.iterdir())
     with pytest.raises(SystemExit) as stop:
-        export_main(["--checkpoint", str(small_run), *[a.replace("{tmp}", str(tmp_path)) for a in extra]])
+        export_main(["--run", str(small_run), *[a.replace("{tmp}", str(tmp_path)) for a in extra]])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and message in err[0]
     assert sorted(p.name for p in small_run.iterdir()) == before

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from trainer.errors import UsageError
 from trainer.models import create_model, input_view
 
-from .conftest import SMALL_VIT_KWARGS
+from .helpers import SMALL_VIT_KWARGS
 
 ARCH = "vit_tiny_patch16_224"
 

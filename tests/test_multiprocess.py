@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from trainer.metrics import read_jsonl
+from trainer.run_files import read_jsonl
 
-from .conftest import ROOT, SMALL_VIT, assert_same_run, make_dataset, wait_for_step
+from .helpers import ROOT, SMALL_VIT, assert_same_run, make_dataset, wait_for_step
 
 pytestmark = pytest.mark.slow  # every test here trains for real
 
@@ -79,7 +79,7 @@ def test_two_processes_train_as_one_group(two_process_run):
 @pytest.fixture(scope="module")
 def one_process_eval(two_process_run, odd_dataset):
     """trainer.evaluate's JSON line for the two-process run, from one process."""
-    res = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--checkpoint", str(two_process_run[0]),
+    res = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--run", str(two_process_run[0]),
                           "--dataset", str(odd_dataset), "--batch-size", "64"], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
@@ -94,10 +94,10 @@ def test_eval_counts_every_sample_once_on_two_processes(two_process_run, one_pro
 import json
 from accelerate import PartialState
 from trainer.distributed import end_processes
-from trainer.evaluate import evaluate_checkpoint
+from trainer.evaluation.runs import evaluate_run
 
 for data_on in ("device", "host", "disk"):
-    res = evaluate_checkpoint({str(out)!r}, dataset={str(odd_dataset)!r}, batch_size=64, data_on=data_on)
+    res = evaluate_run({str(out)!r}, dataset={str(odd_dataset)!r}, batch_size=64, data_on=data_on)
     if PartialState().is_main_process:
         print(json.dumps({{"data_on": data_on, **res}}), flush=True)
 end_processes()
@@ -119,7 +119,7 @@ def test_teacher_cache_on_two_processes_equals_online_teacher(two_process_run, o
     """Each process computes its share of the views; the gathered cache, which the main process writes to the shared
     folder, must match the online teacher, and a later run finds every view there. Both runs share one process
     group: train() leaves it open for the next run, the entry point closes it once, at its end."""
-    from trainer.cli import main_kd
+    from trainer.commands.train import main_kd
 
     teacher, _ = two_process_run
     args = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8", "depth=1",
@@ -162,10 +162,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
-from trainer.augment import View
-from trainer.data import SplitData
-from trainer.inference import evaluate
-from trainer.stores import DeviceStore
+from trainer.data.augment import View
+from trainer.data.loading import SplitData
+from trainer.evaluation.inference import evaluate_split
+from trainer.data.stores import DeviceStore
 
 
 class Gathers(torch.nn.Module):
@@ -179,7 +179,7 @@ acc = Accelerator(cpu=True, kwargs_handlers=[InitProcessGroupKwargs(timeout=time
 images = torch.zeros(5, 3, 4, 4, dtype=torch.uint8)
 images[:, 1] = 255
 split = SplitData(DeviceStore(images), torch.tensor([1, 1, 1, 0, 1]), None, "k")
-res = evaluate(Gathers(), split, View(4, (0.5,) * 3, (0.5,) * 3), acc, batch_size=2, keep_preds=True)
+res = evaluate_split(Gathers(), split, View(4, (0.5,) * 3, (0.5,) * 3), acc, batch_size=2, keep_preds=True)
 if acc.is_main_process:
     print(json.dumps({"n": res.num_samples, "top1": res.top1, "preds": res.preds.tolist()}))
 acc.wait_for_everyone()

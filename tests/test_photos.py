@@ -10,25 +10,25 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torchvision.transforms import RandomResizedCrop
 
-from trainer.augment import Frame, preprocess, resized_crops
-from trainer.batches import ResizedCrop, resized_crop_boxes
-from trainer.cli import main_cls
-from trainer.data import load_data
-from trainer.metrics import read_jsonl
+from trainer.data.augment import EvalCrop, preprocess, resized_crops
+from trainer.data.plan import ResizedCrop, resized_crop_boxes
+from trainer.commands.train import main_cls
+from trainer.data.loading import load_data
+from trainer.run_files import read_jsonl
 from trainer.models import input_view
 
-from .conftest import SMALL_VIT
+from .helpers import SMALL_VIT
 
 
 @pytest.mark.parametrize("size", [48, 64])
 def test_eval_pixels_are_timms_eval_transform(photo_dataset, tmp_path, size):
     model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=size, patch_size=8, depth=1)
     view = input_view(model, size)
-    data = load_data(str(photo_dataset), samples_per_class=5, eval_samples_per_class=3, frame=view.frame,
+    data = load_data(str(photo_dataset), samples_per_class=5, eval_samples_per_class=3, crop=view.eval_crop,
                      cache_dir=str(tmp_path))
     split = data.eval
-    assert split.framed and split.images.shape[1:] == (3, Frame(size, 0.9).side, Frame(size, 0.9).side)
-    ours = preprocess(split.images.cpu(), view, framed=True)
+    assert split.squares and split.images.shape[1:] == (3, EvalCrop(size, 0.9).side, EvalCrop(size, 0.9).side)
+    ours = preprocess(split.images.cpu(), view, squares=True)
     reference = timm.data.create_transform(**timm.data.resolve_data_config({"input_size": (3, size, size)}, model=model))
     originals = datasets.load_from_disk(str(photo_dataset))["test"].select(split.indices.tolist())["image"]
     assert len({im.size for im in originals}) > 1  # mixed sizes and shapes
@@ -38,8 +38,8 @@ def test_eval_pixels_are_timms_eval_transform(photo_dataset, tmp_path, size):
 
 
 def test_square_images_of_one_size_are_stored_as_they_are(toy_dataset, tmp_path):
-    data = load_data(str(toy_dataset), samples_per_class=5, frame=Frame(224, 0.9), cache_dir=str(tmp_path))
-    assert not data.train.framed and data.train.images.shape[1:] == (3, 32, 32)
+    data = load_data(str(toy_dataset), samples_per_class=5, crop=EvalCrop(224, 0.9), cache_dir=str(tmp_path))
+    assert not data.train.squares and data.train.images.shape[1:] == (3, 32, 32)
 
 
 @pytest.mark.parametrize("side", [(50, 80), (64, 64), (90, 30)])
@@ -119,8 +119,8 @@ def test_a_split_that_starts_square_and_turns_mixed_is_stored_framed(tmp_path):
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
     ds = datasets.Dataset.from_dict({"image": images, "label": [0, 1] * 3}, features=features)
     datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "late"))
-    data = load_data(str(tmp_path / "late"), frame=Frame(32, 0.9), cache_dir=str(tmp_path / "cache"))
-    assert data.train.framed and data.train.images.shape == (6, 3, 35, 35)
+    data = load_data(str(tmp_path / "late"), crop=EvalCrop(32, 0.9), cache_dir=str(tmp_path / "cache"))
+    assert data.train.squares and data.train.images.shape == (6, 3, 35, 35)
     assert not [p for p in (tmp_path / "cache").iterdir() if "tmp" in p.name]  # the first attempt left nothing
     with pytest.raises(UsageError, match="pass --img-size"):
         load_data(str(tmp_path / "late"), cache_dir=str(tmp_path / "cache2"))

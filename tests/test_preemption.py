@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from trainer.distributed import make_accelerator
 from trainer.errors import UsageError
-from trainer.preemption import StopSignal
-from trainer.resume import STATE_FILE, checkpoint_problem, find_checkpoint
+from trainer.training.preemption import StopSignal
+from trainer.training.checkpoints import STATE_FILE, checkpoint_problem, find_checkpoint
 
 
 def test_sigterm_and_sigint_are_noted_until_the_loop_asks_then_handlers_come_back():

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from trainer.metrics import read_jsonl
+from trainer.run_files import read_jsonl
 
-from trainer.cli import main_cls
+from trainer.commands.train import main_cls
 
-from .conftest import ROOT, SMALL_VIT, assert_same_run, run_here, strip_timing, wait_for_step
+from .helpers import ROOT, SMALL_VIT, assert_same_run, run_here, strip_timing, wait_for_step
 
 pytestmark = pytest.mark.slow  # every test here trains for real
 
@@ -74,7 +74,7 @@ def test_non_finite_loss_stops_with_the_step(toy_dataset, cache_dir, tmp_path):
     from trainer.api import train
     from trainer.config import parse_args
     from trainer.errors import UsageError
-    from trainer.tasks import Classification
+    from trainer.training.tasks import Classification
 
     class BreaksAtSeven(Classification):
         calls = 0
@@ -89,7 +89,7 @@ def test_non_finite_loss_stops_with_the_step(toy_dataset, cache_dir, tmp_path):
     out = tmp_path / "o"
     cfg = parse_args(_args(toy_dataset, out, cache_dir, "--checkpoint-every", "5"))
     with pytest.raises(UsageError, match="non-finite at step 7"):
-        train(cfg, BreaksAtSeven())
+        train(cfg, lambda cfg, setup: BreaksAtSeven(setup.model, setup.accelerator))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-5"]
     assert not (out / "model.safetensors").exists()
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import load_data
-from trainer.decode import cached_rows
+from trainer.data.loading import load_data
+from trainer.data.decode import cached_rows
 from trainer.errors import UsageError
-from trainer.placement import choose_store, place_splits
-from trainer.stores import CPU, DeviceStore, DiskStore, HostStore, serve
+from trainer.data.placement import choose_store, place_splits
+from trainer.data.stores import CPU, DeviceStore, DiskStore, HostStore, serve
 
 
 @pytest.fixture()
@@ -93,8 +93,8 @@ def test_decode_cache_is_one_npy_file_per_split_and_damage_is_decoded_again(toy_
 
 
 def test_decoding_in_two_workers_writes_the_same_file(toy_dataset, tmp_path):
-    from trainer.data import get_split, open_dataset
-    from trainer.decode import decode_to_file
+    from trainer.data.sources import get_split, open_dataset
+    from trainer.data.decode import decode_to_file
 
     ds = get_split(open_dataset(str(toy_dataset)), "train", "--train-split")
     rows = np.arange(0, 240, 2)
@@ -120,11 +120,11 @@ def test_training_and_evaluation_read_each_next_batch_ahead(disk, kind, monkeypa
 
     from accelerate import Accelerator
 
-    from trainer.augment import View
-    from trainer.batches import EpochBatches
+    from trainer.data.augment import View
+    from trainer.training.batches import EpochBatches
     from trainer.config import TrainConfig
-    from trainer.data import SplitData
-    from trainer.inference import evaluate
+    from trainer.data.loading import SplitData
+    from trainer.evaluation.inference import evaluate_split
 
     store, reference = disk
     served = serve(store, kind, CPU)
@@ -140,6 +140,6 @@ def test_training_and_evaluation_read_each_next_batch_ahead(disk, kind, monkeypa
     assert torch.equal(torch.cat(seen), reference[batches.order])  # the plan's rows, in its order
     assert readers[0] == "MainThread" and all(r.startswith(f"{kind}-store") for r in readers[1:len(seen)])
     readers.clear()
-    res = evaluate(_Logits(), split, view, Accelerator(cpu=True), batch_size=8)
+    res = evaluate_split(_Logits(), split, view, Accelerator(cpu=True), batch_size=8)
     assert res.num_samples == 37 and len(readers) == 5
     assert readers[0] == "MainThread" and all(r.startswith(f"{kind}-store") for r in readers[1:])

@@ -8,10 +8,10 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from trainer.cli import main_cls
-from trainer.metrics import read_jsonl
+from trainer.commands.train import main_cls
+from trainer.run_files import read_jsonl
 
-from .conftest import CIFAR10, SMALL_VIT, needs_cifar10
+from .helpers import CIFAR10, SMALL_VIT, needs_cifar10
 
 pytestmark = pytest.mark.slow  # every test here trains for real
 
@@ -118,7 +118,7 @@ def test_real_cifar10_short_run(cache_dir, tmp_path):
 
 
 def test_other_columns_and_validation_split_through_the_cli(tmp_path, cache_dir, capsys):
-    from .conftest import make_dataset, run_here
+    from .helpers import make_dataset, run_here
 
     data = make_dataset(tmp_path / "beans", {"train": 20, "validation": 5}, num_classes=3, image_column="image",
                         label_column="labels")

@@ -1,27 +1,28 @@
 """The library's front door: build a TrainConfig, call train(). What train_cls.py, train_kd.py and the study use."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .config import TrainConfig, validate
-from .distill import Distillation
-from .engine import fit
-from .run import build_run
-from .tasks import Classification, Task
+from .distill.tasks import distillation_task
+from .training.loop import fit
+from .training.setup import Setup, build_setup
+from .training.tasks import Classification, Task
 
 __all__ = ["TrainConfig", "train", "task_for"]
 
 
-def task_for(cfg: TrainConfig) -> Task:
-    """Distillation when a teacher is given, classification otherwise."""
-    return Distillation(cfg) if cfg.teacher else Classification()
+def task_for(cfg: TrainConfig, setup: Setup) -> Task:
+    """Distillation (of the kind --kd-type names) when a teacher is given, classification otherwise."""
+    if cfg.teacher:
+        return distillation_task(cfg, setup)
+    return Classification(setup.model, setup.accelerator, cfg.label_smoothing)
 
 
-def train(cfg: TrainConfig, task: Optional[Task] = None) -> dict[str, Any]:
-    """Check the arguments, build the run, set up the task, train; return summary.json's content.
-    Several runs may follow each other in one process; the caller ends the process group (end_processes)."""
+def train(cfg: TrainConfig, make_task: Optional[Callable[[TrainConfig, Setup], Task]] = None) -> dict[str, Any]:
+    """Check the arguments, build the run, build its task (task_for, or your own objective), train; return
+    summary.json's content. Several runs may follow each other in one process; the caller ends the process group
+    (end_processes)."""
     validate(cfg)
-    task = task or task_for(cfg)
-    run = build_run(cfg)
-    task.setup(run)
-    return fit(run, task)
+    setup = build_setup(cfg)
+    return fit(setup, (make_task or task_for)(cfg, setup))

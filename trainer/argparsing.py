@@ -68,3 +68,10 @@ def steps_or_epoch(raw: str) -> int | str:
         return int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a positive step count or 'epoch', got '{raw}'") from None
+
+
+def add_run_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """--run RUN: a finished run folder (or its model.safetensors); --checkpoint is its older name."""
+    parser.add_argument("--run", "--checkpoint", dest="run", required=required, metavar="RUN",
+                        help="a finished train_cls.py/train_kd.py output folder, or its model.safetensors "
+                             "(--checkpoint: the same, its older name)")

@@ -139,6 +139,13 @@ class TrainConfig:
         """Plain JSON-able copy of the arguments."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The arguments to_dict() wrote (a run folder's training_args); keys this version does not know are left out,
+        and keys an older version did not write take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
 
 def flag(name: str) -> str:
     """The command-line spelling of a field."""

@@ -101,6 +101,11 @@ def gather_shards(local: torch.Tensor, n: int, accelerator: Accelerator) -> torc
     return accelerator.gather(padded)[:n]
 
 
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for exact-enough sums, except on MPS, which has none."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def reduce_sum(values: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
     """The sum over processes (the tensor itself on one process)."""
     return accelerator.reduce(values, reduction="sum") if accelerator.num_processes > 1 else values

@@ -1,17 +1,20 @@
-"""Model creation through timm: from scratch, from the hub, from a file, or rebuilt from a run folder."""
+"""Models through timm: created from scratch, from the hub or from a weights file (with the head swap), their input
+view, and the one place that rebuilds a finished run's model from its folder."""
 from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import timm
 import torch
 from torch import nn
 
-from .augment import View
+from .data.augment import View
 from .errors import UsageError
-from .run_folder import read_run_config, read_weight_shapes, resolve_run
+from .run_files import read_weight_shapes, resolve_run
+from .run_records import RunConfig
 
 
 def check_model_name(name: str) -> None:
@@ -135,30 +138,33 @@ def input_view(model: nn.Module, img_size: Optional[int] = None) -> View:
                 float(dc.get("crop_pct") or 0.875))
 
 
-def run_view(config: dict) -> View:
-    """The input view a run was trained with, from its config.json."""
-    return View(int(config["img_size"]), tuple(config["mean"]), tuple(config["std"]),
-                config.get("interpolation", "bicubic"), float(config.get("crop_pct", 0.875)))
+@dataclass
+class TrainedModel:
+    """A finished run's model rebuilt through timm (eval mode, on the CPU), its config.json and its weights file."""
+
+    model: nn.Module
+    config: RunConfig
+    weights: str  # the model.safetensors it was loaded from
 
 
-def load_run(path: str, what: str = "checkpoint") -> tuple[nn.Module, dict]:
-    """Rebuild a train_cls.py model from its run folder through timm, in eval mode on the CPU."""
+def load_trained(path: str, what: str = "checkpoint") -> TrainedModel:
+    """Rebuild the model of a run folder (or of its model.safetensors) through timm; UsageError on a damaged folder."""
     weights, config_path = resolve_run(path, what)
-    cfg = read_run_config(config_path, what)
+    cfg = RunConfig.read(config_path, what)
     read_weight_shapes(weights, what)  # a truncated file fails here, with a clear line
-    kwargs = dict(cfg.get("model_kwargs") or {})
-    if cfg.get("img_size"):
-        kwargs["img_size"] = cfg["img_size"]
-    overlay = dict(file=os.path.abspath(weights), num_classes=cfg["num_classes"], custom_load=False)
-    check_model_name(cfg["architecture"])
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.img_size:
+        kwargs["img_size"] = cfg.img_size
+    overlay = dict(file=os.path.abspath(weights), num_classes=cfg.num_classes, custom_load=False)
+    check_model_name(cfg.architecture)
     try:
-        model = _timm_create(cfg["architecture"], kwargs, pretrained=True, num_classes=cfg["num_classes"],
+        model = _timm_create(cfg.architecture, kwargs, pretrained=True, num_classes=cfg.num_classes,
                              pretrained_cfg_overlay=overlay)
     except Exception as err:
         raise UsageError(f"{what} {weights} does not match its {os.path.basename(config_path)} "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]}): keep the files of one run together"
                          ) from None
-    return model.eval(), cfg
+    return TrainedModel(model.eval(), cfg, weights)
 
 
 def count_params(model: nn.Module) -> int:

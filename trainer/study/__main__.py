@@ -1,5 +1,5 @@
-"""python -m trainer.study --preset hw2|demo --output-dir DIR"""
-from .four_parts import main
+"""`python -m trainer.study`: the command is trainer/commands/study.py."""
+from trainer.commands.study import main
 
 if __name__ == "__main__":
     main()

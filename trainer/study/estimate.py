@@ -10,7 +10,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from ..benchmark import DTYPES, sync
+from ..deploy.timing import DTYPES, sync
 from .presets import Preset
 
 CPU_PROBE_BATCH = 4  # a vit_base step at 224 takes about a minute on a small CPU at batch 64: probe with fewer
@@ -49,8 +49,8 @@ def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, ba
         per_image(train_step, x, 1)
     train = per_image(train_step, x, steps)
     with torch.inference_mode():
-        evaluate = per_image(model, torch.cat([x, x]), steps + 1)  # evaluation batches are twice as large
-    return train, evaluate
+        evaluation = per_image(model, torch.cat([x, x]), steps + 1)  # evaluation batches are twice as large
+    return train, evaluation
 
 
 def study_seconds(p: Preset, device: torch.device, num_classes: int, num_eval: int, stand_in: bool) -> float:

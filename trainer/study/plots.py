@@ -3,17 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-TITLES = {
-    "part1_base_scratch": "1. ViT-B from scratch",
-    "part2_base_pretrained": "2. ViT-B pretrained",
-    "part3_tiny_pretrained": "3. ViT-Ti pretrained",
-    "part4_tiny_distilled": "4. ViT-Ti pretrained + teacher",
-    "part4_tiny_feature": "4f. ViT-Ti pretrained + teacher features",
-    "part4_tiny_scratch": "4'. ViT-Ti from scratch",
-}
+from .results import TITLES, StudyRun
 
-
-def plot_curves(runs: dict, path: str) -> list[str]:
+def plot_curves(runs: dict[str, StudyRun], path: str) -> list[str]:
     """Loss and top-1 against epoch: eval (solid, every evaluation) and train (dashed, epoch averages); and, for
     the runs that distil, their train loss parts (label term loss_ce, teacher term loss_kd), so that a reader sees
     what the teacher term does."""
@@ -23,10 +15,10 @@ def plot_curves(runs: dict, path: str) -> list[str]:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    parts = {run: s for run, s in runs.items() if any("loss_kd" in r for r in s["records"])}
+    parts = {run: s for run, s in runs.items() if any("loss_kd" in r for r in s.records)}
     fig, axes = plt.subplots(1, 3 if parts else 2, figsize=(19 if parts else 13, 5.2))
     for i, (run, s) in enumerate(runs.items()):
-        recs = s["records"]
+        recs = s.records
         evals = [r for r in recs if r["event"] == "eval" and r.get("loss") is not None]
         # Train lines are running averages over the epoch so far; the epoch-end value is the epoch's average.
         trains = [r for r in recs if r["event"] == "train" and float(r["epoch"]).is_integer()]
@@ -56,7 +48,7 @@ def plot_curves(runs: dict, path: str) -> list[str]:
     return [ax.get_title() for ax in axes]
 
 
-def plot_tradeoff(runs: dict, throughput: dict, path: str, device: str) -> None:
+def plot_tradeoff(runs: dict[str, StudyRun], throughput: dict, path: str, device: str) -> None:
     """Final eval top-1 against test-time images/s."""
     import matplotlib
 
@@ -68,9 +60,9 @@ def plot_tradeoff(runs: dict, throughput: dict, path: str, device: str) -> None:
     xs = []
     for i, (run, s) in enumerate(runs.items()):
         key = "base" if "base" in run else "tiny"
-        if key not in throughput or s["final"]["eval_top1"] is None:
+        if key not in throughput or s.summary.final.get("eval_top1") is None:
             continue
-        x, y = throughput[key]["images_per_s"], 100 * s["final"]["eval_top1"]
+        x, y = throughput[key]["images_per_s"], 100 * s.summary.eval_top1
         xs.append(x)
         ax.scatter([x], [y], color=f"C{i}", s=60, zorder=3)
         # Runs of one model share an x: alternate the labels above and below so close points stay readable.

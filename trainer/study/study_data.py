@@ -7,7 +7,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from ..data import find_columns, get_split, open_dataset, select_per_class
+from ..data.sources import find_columns, get_split, open_dataset, select_per_class
 
 
 def build_digits(path: str, seed: int = 0) -> str:

@@ -1,0 +1,163 @@
+"""A run's splits, decoded once into the decode cache and served by a store: what a run trains and evaluates on."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import datasets
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from .augment import EvalCrop
+from .decode import NotOneSize, cached_rows, decode_to_file, first_shape
+from .sources import class_names, find_columns, get_split, open_dataset, select_per_class
+from .stores import CPU, DiskStore, Store
+
+CACHE_VERSION = 2  # 2: .npy files, memory-mapped by the disk store
+
+
+@dataclass
+class SplitData:
+    """One split, decoded: uint8 images [N, 3, H, W] (in a store) and int64 labels [N]."""
+
+    images: Store
+    labels: torch.Tensor
+    indices: np.ndarray  # rows of the source split, for provenance
+    selection_digest: str = ""  # names these rows of this dataset version at this size (the decode cache's file)
+    squares: bool = False  # photos stored as their centre squares (augment.crop_square), not as they are
+    source_digest: str = ""  # names the whole source split at this size: indices are rows of it
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def place(self, images: Store) -> None:
+        """Serve the images from this store; the labels go where its batches come out."""
+        self.images, self.labels = images, self.labels.to(images.device)
+
+
+@dataclass
+class DataBundle:
+    """What a run trains and evaluates on."""
+
+    train: SplitData
+    eval: SplitData
+    label_names: list[str]
+    image_column: str
+    label_column: str
+    fingerprint: str
+
+
+def default_cache_dir() -> str:
+    """$VIT_TRAINER_CACHE or ~/.cache/vit_trainer."""
+    return os.environ.get("VIT_TRAINER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "vit_trainer"))
+
+
+def selection_digest(fingerprint: str, split: str, image_column: str, indices: np.ndarray,
+                     crop: Optional[EvalCrop]) -> str:
+    """A digest naming the chosen rows of one dataset version, decoded for one eval crop (size, crop_pct)."""
+    framing = [crop.size, crop.crop_pct] if crop is not None else None
+    key = hashlib.sha1(json.dumps([CACHE_VERSION, fingerprint, split, image_column, framing]).encode())
+    key.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
+    return key.hexdigest()[:20]
+
+
+def source_digest(fingerprint: str, split: str, image_column: str, num_rows: int, crop: Optional[EvalCrop]) -> str:
+    """A digest naming a whole split of one dataset version, decoded for one eval crop: what per-image caches of any
+    selection of its rows are keyed by."""
+    framing = [crop.size, crop.crop_pct] if crop is not None else None
+    return hashlib.sha1(json.dumps([CACHE_VERSION, fingerprint, split, image_column, framing, num_rows]).encode()
+                        ).hexdigest()[:20]
+
+
+def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: np.ndarray, crop: Optional[EvalCrop],
+                  cache_dir: str, progress: bool = True, workers: int = 0) -> tuple[str, bool]:
+    """(decode cache file, squares) of these rows: found complete, or decoded now (damaged files are decoded again)."""
+    stem = os.path.join(cache_dir, f"{split}-{selection_digest(ds._fingerprint, split, image_column, indices, crop)}")
+    # ".framed": the suffix of centre-square files since cache version 2 (kept, so that existing caches stay valid).
+    for path, squares in ((f"{stem}.npy", False), (f"{stem}.framed.npy", True)):
+        if cached_rows(path, len(indices)) is not None:
+            return path, squares
+    # Square images of one size (CIFAR) are stored as they are; photos (several sizes, or not square) as the centre
+    # squares timm's eval transform crops from. The first image decides, and decoding checks every other one.
+    h, w = first_shape(ds, image_column, indices)
+    if h == w:
+        try:
+            return decode_to_file(ds, image_column, indices, (3, h, w), f"{stem}.npy", workers, progress), False
+        except NotOneSize:
+            pass
+    if crop is None:
+        raise UsageError("images have different sizes or are not square: pass --img-size (a model input size) so that "
+                         "they can be stored as their centre squares")
+    return decode_to_file(ds, image_column, indices, (3, crop.side, crop.side), f"{stem}.framed.npy", workers,
+                          progress, crop_size=crop.size), True
+
+
+def _labels_of(ds: datasets.Dataset, column: str) -> np.ndarray:
+    return np.asarray(ds[column], dtype=np.int64)
+
+
+@dataclass
+class _Source:
+    """An opened split with its columns and class names found."""
+
+    ds: datasets.Dataset
+    split: str
+    labels: np.ndarray
+    image_column: str
+    label_column: str
+    names: list[str]
+
+    def decoded(self, per_class: Optional[int], seed: int, flag: str, crop: Optional[EvalCrop], cache_dir: str,
+                progress: bool) -> SplitData:
+        """Exactly per_class rows of each class (None: all), decoded through the cache, on the disk store."""
+        idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
+        path, squares = decode_cached(self.ds, self.split, self.image_column, idx, crop, cache_dir, progress)
+        chosen = selection_digest(self.ds._fingerprint, self.split, self.image_column, idx, crop)
+        whole = source_digest(self.ds._fingerprint, self.split, self.image_column, len(self.labels), crop)
+        return SplitData(DiskStore(path, CPU), torch.from_numpy(self.labels[idx]), idx, chosen, squares, whole)
+
+
+def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: Optional[str],
+                 label_column: Optional[str], config: Optional[str]) -> list[_Source]:
+    """Open each (split, flag), find the columns on the first and check the others against it."""
+    dsdict = open_dataset(dataset, config)
+    found = [get_split(dsdict, split, flag) for split, flag in splits]
+    img_col, lbl_col = find_columns(found[0].features, image_column, label_column)
+    labels = [_labels_of(ds, lbl_col) for ds in found]
+    names = class_names(found[0].features, lbl_col, labels[0])
+    for ds, (split, _), y in zip(found[1:], splits[1:], labels[1:], strict=True):
+        find_columns(ds.features, img_col, lbl_col)
+        if y.size and (y.min() < 0 or y.max() >= len(names)):
+            raise UsageError(f"split '{split}' has labels outside 0..{len(names) - 1}: check --label-column")
+    return [_Source(ds, split, y, img_col, lbl_col, names) for ds, (split, _), y in zip(found, splits, labels,
+                                                                                      strict=True)]
+
+
+def load_data(dataset: str, train_split: str = "train", eval_split: str = "test", *,
+              image_column: Optional[str] = None, label_column: Optional[str] = None,
+              samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
+              seed: int = 0, crop: Optional[EvalCrop] = None, cache_dir: Optional[str] = None,
+              dataset_config: Optional[str] = None, progress: bool = False) -> DataBundle:
+    """Open the dataset, check it, choose the rows, and decode both splits into the cache (progress: a bar)."""
+    train, test = _open_splits(dataset, [(train_split, "--train-split"), (eval_split, "--eval-split")], image_column,
+                               label_column, dataset_config)
+    cache_dir = cache_dir or default_cache_dir()
+    # The eval selection uses a different stream from the train one, so that the two never line up by accident.
+    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", crop, cache_dir, progress),
+                      test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", crop, cache_dir,
+                                   progress),
+                      train.names, train.image_column, train.label_column, train.ds._fingerprint)
+
+
+def load_eval_split(dataset: str, eval_split: str = "test", *, image_column: Optional[str] = None,
+                    label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = None, seed: int = 0,
+                    crop: Optional[EvalCrop] = None, cache_dir: Optional[str] = None,
+                    dataset_config: Optional[str] = None) -> tuple[SplitData, list[str]]:
+    """One split to evaluate on, chosen as load_data chooses its eval split, and the class names."""
+    (source,) = _open_splits(dataset, [(eval_split, "--eval-split")], image_column, label_column, dataset_config)
+    return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", crop,
+                          cache_dir or default_cache_dir(), False), source.names

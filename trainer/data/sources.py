@@ -1,0 +1,108 @@
+"""Where a split's images and labels come from: open a hub id or a local folder, find the image and label columns,
+name the classes, choose exactly N rows per class by seed."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import datasets
+import numpy as np
+
+from ..errors import UsageError
+
+
+def open_dataset(name: str, config: Optional[str] = None) -> datasets.DatasetDict | datasets.Dataset:
+    """Open a hub id, a local folder readable by load_dataset, or a save_to_disk folder."""
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
+            try:
+                return datasets.load_from_disk(path)
+            except Exception as err:  # a damaged save_to_disk folder
+                raise UsageError(f"could not read the saved dataset in {path} ({type(err).__name__}: {_first_line(err)}): "
+                                 "save it again with Dataset.save_to_disk") from None
+        try:
+            return datasets.load_dataset(path, config)
+        except Exception as err:
+            raise UsageError(f"could not load a dataset from folder {path} ({type(err).__name__}: {_first_line(err)}): "
+                             "pass a folder that datasets.load_dataset or save_to_disk understands") from None
+    if name.startswith(("/", "./", "../", "~")) or os.path.isfile(path):
+        raise UsageError(f"dataset folder {name} does not exist: pass --dataset with an existing folder or a hub id "
+                         "such as uoft-cs/cifar10")
+    try:
+        return datasets.load_dataset(name, config)
+    except Exception as err:
+        raise UsageError(
+            f"could not load dataset '{name}' from the Hugging Face Hub ({type(err).__name__}: {_first_line(err)}); "
+            f"if this machine is offline, download it elsewhere with "
+            f"datasets.load_dataset('{name}').save_to_disk(DIR) and pass --dataset DIR") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def get_split(dsdict: datasets.DatasetDict | datasets.Dataset, split: str, flag: str) -> datasets.Dataset:
+    """One split of a DatasetDict (or the Dataset itself when it has no splits)."""
+    if isinstance(dsdict, datasets.Dataset):
+        return dsdict
+    if split not in dsdict:
+        raise UsageError(f"split '{split}' not found; the dataset has {sorted(dsdict)}: pass {flag} with one of them")
+    return dsdict[split]
+
+
+def find_columns(features: datasets.Features, image_column: Optional[str] = None,
+                 label_column: Optional[str] = None) -> tuple[str, str]:
+    """The image and label columns: given ones checked, missing ones found by feature type."""
+    names = list(features)
+    for flag, col in (("--image-column", image_column), ("--label-column", label_column)):
+        if col is not None and col not in features:
+            raise UsageError(f"column '{col}' ({flag}) not found; the dataset has columns {names}")
+    if image_column is None:
+        found = [c for c, f in features.items() if isinstance(f, datasets.Image)]
+        if not found:
+            raise UsageError(f"no image column (feature Image) found among columns {names}: pass --image-column")
+        image_column = found[0]
+    if label_column is None:
+        found = [c for c, f in features.items() if isinstance(f, datasets.ClassLabel)]
+        if not found:
+            found = [c for c in ("label", "labels") if c in features
+                     and isinstance(features[c], datasets.Value) and "int" in features[c].dtype]
+        if not found:
+            raise UsageError(f"no label column (feature ClassLabel) found among columns {names}: pass --label-column")
+        label_column = found[0]
+    if not isinstance(features[image_column], datasets.Image):
+        raise UsageError(f"column '{image_column}' holds {type(features[image_column]).__name__}, not images: "
+                         f"pass --image-column with one of {names}")
+    label = features[label_column]
+    if not (isinstance(label, datasets.ClassLabel) or (isinstance(label, datasets.Value) and "int" in label.dtype)):
+        raise UsageError(f"column '{label_column}' holds {type(label).__name__}, not class labels: "
+                         f"pass --label-column with one of {names}")
+    return image_column, label_column
+
+
+def class_names(features: datasets.Features, label_column: str, labels: np.ndarray) -> list[str]:
+    """Class names from the ClassLabel feature, or the label values as strings."""
+    feature = features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if labels.size == 0 or labels.min() < 0:
+        raise UsageError(f"column '{label_column}' must hold class indices 0..K-1: pass --label-column")
+    return [str(i) for i in range(int(labels.max()) + 1)]
+
+
+def select_per_class(labels: np.ndarray, per_class: Optional[int], seed: int, names: Sequence[str],
+                     split: str = "train", flag: str = "--samples-per-class") -> np.ndarray:
+    """Exactly `per_class` row indices of every class, drawn by `seed`; sorted. None keeps every row."""
+    if per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for k, name in enumerate(names):
+        rows = np.flatnonzero(labels == k)
+        if len(rows) < per_class:
+            raise UsageError(f"class '{name}' has only {len(rows)} images in split '{split}', fewer than "
+                             f"{flag} {per_class}: lower it to at most {len(rows)}")
+        chosen.append(rng.permutation(rows)[:per_class])
+    return np.sort(np.concatenate(chosen))

@@ -1,0 +1,185 @@
+"""Test-time throughput and latency, measured the way timm's benchmark.py does (synthetic batch, eval mode, warm-up,
+then timed calls between device synchronisations), in PyTorch or ONNX Runtime; and a training step's FLOPs for MFU."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from typing import Any, Optional, cast
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..data.augment import View, preprocess
+from ..data.loading import default_cache_dir, load_eval_split
+from ..data.placement import place_splits
+from ..errors import UsageError
+from ..models import count_params, num_classes
+from .onnx import INPUT, ONNX_FILE, OUTPUT, export_onnx, input_spec, int8_path, ort_session, quantize_int8, require_deploy
+
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timing brackets)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_batches(model: torch.nn.Module, batch: torch.Tensor, precision: str, warmup: int, iters: int) -> float:
+    """Seconds per batch: warm-up calls, then timed calls bracketed by device synchronisation."""
+    device = batch.device
+    autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
+                else nullcontext())
+    with torch.inference_mode(), autocast:
+        for _ in range(warmup):
+            model(batch)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(batch)
+        sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def throughput(model: torch.nn.Module, img_size: int, batch_size: int, device: torch.device, precision: str = "fp32",
+               channels_last: bool = False, warmup: int = 5, iters: int = 20) -> dict:
+    """Images per second on a synthetic batch; halves the batch after an out-of-memory error."""
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    while True:
+        try:
+            batch = torch.randn(batch_size, 3, img_size, img_size, device=device)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            seconds = time_batches(model, batch, precision, warmup, iters)
+            return {"batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            torch.cuda.empty_cache()
+            batch_size //= 2
+
+
+def onnx_file(model: torch.nn.Module, view: View, folder: str, int8: bool) -> str:
+    """The model exported to ONNX in folder (and quantised to int8 if asked), as trainer.export writes it."""
+    path = os.path.join(folder, ONNX_FILE)
+    export_onnx(model, input_spec(view, [str(k) for k in range(num_classes(model))]), path)
+    if int8:
+        quantize_int8(path, int8_path(path))
+        path = int8_path(path)
+    return path
+
+
+def ort_seconds(session: Any, img_size: int, batch_size: int, warmup: int, iters: int) -> float:
+    """Seconds per batch through an ONNX Runtime session: warm-up calls, then timed calls."""
+    x = np.random.default_rng(0).standard_normal((batch_size, 3, img_size, img_size), dtype=np.float32)
+    for _ in range(warmup):
+        session.run([OUTPUT], {INPUT: x})
+    start = time.perf_counter()
+    for _ in range(iters):
+        session.run([OUTPUT], {INPUT: x})
+    return (time.perf_counter() - start) / iters
+
+
+def ort_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: bool, warmup: int, iters: int,
+                  latency: bool) -> dict[str, Any]:
+    """The PyTorch runtime's figures (batched throughput, batch-1 latency) through ONNX Runtime on the CPU,
+    with as many threads as torch uses, so that the two compare by one method."""
+    require_deploy()
+    with tempfile.TemporaryDirectory() as tmp:
+        session = ort_session(onnx_file(model.float().eval(), view, tmp, int8), torch.get_num_threads())
+        out: dict[str, Any] = {}
+        if latency:
+            out["cpu_latency_ms_bs1"] = ort_seconds(session, view.size, 1, min(warmup, 5), iters) * 1e3
+        seconds = ort_seconds(session, view.size, batch_size, warmup, iters)
+    return {**out, "batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
+
+
+def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.device) -> float:
+    """Matmul FLOPs of one training step (forward + backward) per image, for model FLOP utilisation."""
+    # torch counts fused attention on CUDA but not its CPU kernel: count timm's explicit-matmul attention
+    # instead, so the figure is the same on every device. Norms, softmax and GELU are not counted (MFU convention).
+    fused: list[tuple[Any, bool]] = [(m, bool(m.fused_attn)) for m in model.modules() if hasattr(m, "fused_attn")]
+    for m, _ in fused:
+        m.fused_attn = False
+    try:
+        x = torch.randn(2, 3, img_size, img_size, device=device)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x).float().sum().backward()
+    finally:
+        for m, was in fused:
+            m.fused_attn = was
+        model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def cpu_latency_ms(model: torch.nn.Module, img_size: int, warmup: int = 5, iters: int = 20) -> float:
+    """Batch-1 latency on the CPU in fp32: the number that matters on a phone or a small board."""
+    model = model.to("cpu").eval()
+    return time_batches(model, torch.randn(1, 3, img_size, img_size), "fp32", warmup, iters) * 1e3
+
+
+def end_to_end(model: torch.nn.Module, view: View, dataset: str, device: torch.device, batch_size: int, precision: str,
+               split: str = "test", limit: int = 2000) -> float:
+    """Images per second through the real eval input pipeline (the store's batches -> frame/resize -> model)."""
+    data, _ = load_eval_split(dataset, split, crop=view.eval_crop, cache_dir=default_cache_dir())
+    place_splits([data], "auto", device)
+    n = min(limit, len(data))
+    autocast = (torch.autocast(device.type, dtype=DTYPES[precision]) if DTYPES[precision] is not None
+                else nullcontext())
+    model = model.to(device).eval()
+    with torch.inference_mode(), autocast:
+        model(preprocess(data.images.span(0, min(batch_size, n)), view, data.squares))  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        for i in range(0, n, batch_size):
+            model(preprocess(data.images.span(i, min(i + batch_size, n)), view, data.squares)).argmax(-1)
+        sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def benchmark_device(runtime: str = "torch", precision: str = "fp32", device: Optional[str] = None,
+                     compile: bool = False, dataset: Optional[str] = None, batch_size: int = 256, warmup: int = 5,
+                     iters: int = 20) -> torch.device:
+    """The device a benchmark runs on; UsageError on options that cannot be measured together."""
+    for name, value, least in (("batch-size", batch_size, 1), ("warmup", warmup, 0), ("iters", iters, 1)):
+        if value < least:
+            raise UsageError(f"--{name} must be positive, got {value}")
+    onnx = runtime == "onnxruntime"
+    if onnx and (device == "cuda" or precision not in ("fp32", "int8") or compile or dataset):
+        raise UsageError("--runtime onnxruntime runs on the CPU in fp32 or int8, without --compile or --dataset: "
+                         "drop those options or use --runtime torch")
+    if not onnx and precision == "int8":
+        raise UsageError("--precision int8 is ONNX Runtime's quantisation: add --runtime onnxruntime")
+    dev = torch.device("cpu" if onnx else device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible here; use --device cpu")
+    return dev
+
+
+def benchmark(model: torch.nn.Module, view: View, device: torch.device, *, label: str, runtime: str = "torch",
+              precision: str = "fp32", batch_size: int = 256, channels_last: bool = False, compile: bool = False,
+              warmup: int = 5, iters: int = 20, latency: bool = True, dataset: Optional[str] = None,
+              eval_split: str = "test") -> dict[str, Any]:
+    """What trainer.benchmark prints: throughput at batch_size, batch-1 CPU latency, optionally the real eval pipeline's
+    images/s; in PyTorch (fp32/fp16/bf16) or ONNX Runtime (fp32/int8, on the CPU; see benchmark_device)."""
+    out: dict[str, Any] = {"model": label, "img_size": view.size, "num_params": count_params(model), "runtime": runtime,
+           "precision": precision, "device": device.type, "channels_last": channels_last, "compile": compile,
+           "threads": torch.get_num_threads()}
+    if runtime == "onnxruntime":
+        return {**out, **ort_benchmark(model, view, batch_size, precision == "int8", warmup, iters, latency)}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    if latency:
+        out["cpu_latency_ms_bs1"] = cpu_latency_ms(model, view.size, min(warmup, 5), iters)
+    timed = cast(torch.nn.Module, torch.compile(model)) if compile else model
+    out.update(throughput(timed, view.size, batch_size, device, precision, channels_last, warmup, iters))
+    if dataset:
+        out["end_to_end_images_per_s"] = end_to_end(timed, view, dataset, device, out["batch_size"], precision,
+                                                    eval_split)
+    return out

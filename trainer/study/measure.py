@@ -1,0 +1,83 @@
+"""What the study measures beside its runs: test-time throughput and CPU latency of both models (and through ONNX
+Runtime in fp32 and int8, with the [deploy] extra), and each small model's agreement with the part-2 teacher."""
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any, Optional
+
+import torch
+
+from ..deploy.onnx import export_run, ort_session, previous_export
+from ..deploy.timing import cpu_latency_ms, ort_seconds, throughput
+from ..errors import UsageError
+from ..evaluation.runs import evaluate_run
+from ..models import load_trained
+from ..run_files import SUMMARY_FILE
+from .presets import Preset
+
+ONNX_CHECK_IMAGES = 1000  # ONNX Runtime runs on the CPU: the int8 top-1 of a 224-px vit_base on 10,000 images takes long
+RUNS = ("part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", "part4_tiny_distilled",
+        "part4_tiny_feature", "part4_tiny_scratch")
+DISTILLED = {"part4_tiny_distilled": "soft", "part4_tiny_feature": "feature"}  # run -> --kd-type, at the same budget
+
+
+def device_words() -> str:
+    """The hardware the study ran on, in words."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
+    return f"CPU: {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
+
+
+def first_finished(out_dir: str, *runs: str) -> Optional[str]:
+    """The first of the runs that finished, as a folder."""
+    return next((os.path.join(out_dir, r) for r in runs if os.path.exists(os.path.join(out_dir, r, SUMMARY_FILE))),
+                None)
+
+
+def measure_throughput(out_dir: str, p: Preset, device: Optional[str], cache_dir: Optional[str] = None,
+                       notes: Optional[list[str]] = None) -> dict[str, Any]:
+    """Test-time images/s of the part-2 (base) and part-3 (tiny) models, their batch-1 CPU latency, and, with the
+    [deploy] extra, the same through ONNX Runtime in fp32 and int8 with the int8 model's top-1."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = {}
+    for key, runs in (("base", ("part2_base_pretrained", "part1_base_scratch")),
+                      ("tiny", ("part3_tiny_pretrained", "part4_tiny_scratch"))):
+        folder = first_finished(out_dir, *runs)
+        if folder is None:
+            continue
+        trained = load_trained(folder)
+        model, size = trained.model, trained.config.view.size
+        res = throughput(model, size, p.bench_batch_size, dev, p.bench_precision, warmup=3, iters=10)
+        res.update(device=dev.type, precision=p.bench_precision, run=os.path.basename(folder),
+                   cpu_latency_ms_bs1=cpu_latency_ms(model, size, warmup=2, iters=10))
+        try:
+            res.update(onnx_figures(folder, size, cache_dir))
+        except UsageError as err:  # the [deploy] extra is missing: the study goes on without these figures
+            if notes is not None and str(err) not in notes:
+                notes.append(f"ONNX Runtime figures not measured: {err}")
+        out[key] = res
+    return out
+
+
+def onnx_figures(folder: str, size: int, cache_dir: Optional[str]) -> dict[str, Any]:
+    """A run exported (RUN/model.onnx, RUN/model.int8.onnx): ONNX Runtime batch-1 CPU latency in fp32 and int8,
+    and top-1 of PyTorch and of the int8 model on up to ONNX_CHECK_IMAGES of the run's eval images."""
+    parity = previous_export(folder) or export_run(folder, int8=True, cache_dir=cache_dir, max_samples=ONNX_CHECK_IMAGES)
+    latency = {name: ort_seconds(ort_session(parity[key], torch.get_num_threads()), size, 1, 2, 10) * 1e3
+               for name, key in (("fp32", "onnx"), ("int8", "onnx_int8"))}
+    return {"ort_fp32_latency_ms_bs1": latency["fp32"], "ort_int8_latency_ms_bs1": latency["int8"],
+            "onnx_check_images": parity["num_samples"], "top1_torch": parity["top1_torch"],
+            "top1_onnx": parity["top1_onnx"], "top1_int8": parity["top1_int8"], "onnx_agreement": parity["agreement"]}
+
+
+def teacher_agreement(out_dir: str, cache_dir: Optional[str], mixed_precision: Optional[str] = None) -> dict[str, float]:
+    """How often each vit_tiny run predicts what the part-2 teacher predicts on the eval set."""
+    teacher = first_finished(out_dir, "part2_base_pretrained")
+    if teacher is None:
+        return {}
+    # The runs' own precision: their evals used it, and the teacher's saved predictions then apply.
+    return {run: evaluate_run(folder, compare_with=teacher, mixed_precision=mixed_precision,
+                              cache_dir=cache_dir)["agreement"]
+            for run in ("part3_tiny_pretrained", *DISTILLED, "part4_tiny_scratch")
+            if (folder := first_finished(out_dir, run)) is not None}

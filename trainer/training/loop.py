@@ -1,0 +1,233 @@
+"""The one training loop: epochs -> micro-batches -> optimizer step -> log / eval / checkpoint when due.
+It trains a Task (classification, distillation, ...) and knows nothing of what the task computes."""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Optional, cast
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from ..data.plan import steps_per_epoch
+from ..errors import Preempted, UsageError
+from ..evaluation.inference import EvalResult, evaluate_split
+from ..evaluation.per_class import per_class_report
+from ..evaluation.predictions import predictions_digest, save_eval_predictions
+from ..run_files import CONFIG_FILE, EVAL_FILE, MODEL_FILE, RUN_FILES, SUMMARY_FILE, file_digest, save_state_dict, write_json
+from ..run_records import RunConfig, RunSummary
+from .batches import EpochBatches, MicroStep
+from .checkpoints import load_checkpoint, save_checkpoint
+from .meters import Meter
+from .optim import build_optimizer
+from .preemption import StopSignal
+from .run_log import RunLog
+from .setup import Setup
+from .state import LoopState
+from .tasks import StepOutput, Task
+
+
+@dataclass
+class Training:
+    """What the loop works with: the setup, its task, the prepared model and optimizer, the state, the log."""
+
+    setup: Setup
+    task: Task
+    model: torch.nn.Module  # as prepared by accelerate (DDP, FSDP, compiled): train and evaluate through it
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    state: LoopState
+    log: RunLog
+    num_params: int  # counted before accelerate wraps (and, under FSDP, shards) the model
+    last_eval: Optional[EvalResult] = None
+    saved: tuple[int, str] = (-1, "")  # (step, folder) of the newest checkpoint saved
+
+
+def fit(setup: Setup, task: Task) -> dict[str, Any]:
+    """Train the task's model on setup.data; write the run files; return summary.json's content.
+    SIGTERM / SIGINT end it after the current optimizer step with a checkpoint (Preempted)."""
+    t = start(setup, task)
+    cfg, state = setup.cfg, t.state
+    t.model.train()
+    with StopSignal(setup.accelerator) as stop:
+        for epoch in range(state.epoch, cfg.epochs):
+            batches = EpochBatches(setup.data.train, setup.view, cfg, setup.accelerator, epoch)
+            if state.micro == 0:
+                state.new_epoch()
+            bar = tqdm(total=len(batches), initial=state.micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not (setup.accelerator.is_main_process and cfg.progress), dynamic_ncols=True)
+            state.clock.start()
+            for micro in batches.starting_at(state.micro):
+                out = forward_backward(t, micro)
+                state.record(out.loss, out.logits, micro.batch.labels, out.parts)
+                state.micro = micro.index + 1
+                bar.update(1)
+                if not micro.sync:
+                    continue
+                optimizer_step(t)
+                end_of_epoch = micro.index == micro.count - 1
+                if end_of_epoch:
+                    state.epoch, state.micro = epoch + 1, 0
+                log_and_evaluate(t, epoch + (micro.index + 1) / micro.count, end_of_epoch, bar)
+                if checkpoint_due(cfg.checkpoint_every, state.step, end_of_epoch):
+                    checkpoint(t)
+                if stop.due():
+                    bar.close()
+                    raise stopped(t, stop.received or "a signal")
+            state.clock.stop()
+            bar.close()
+    state.check_finite(cfg.output_dir)
+    if t.last_eval is None:  # resumed from the very last checkpoint: nothing left to train, evaluate once
+        t.last_eval = evaluate_now(t, keep_preds=True)
+    return finish(t)
+
+
+def start(setup: Setup, task: Task) -> Training:
+    """Prepare model and optimizer, restore a checkpoint if asked, open the log."""
+    cfg, acc = setup.cfg, setup.accelerator
+    num_params = sum(v.numel() for v in task.saved_weights(dict(task.model.named_parameters())).values())
+    model = cast(torch.nn.Module, torch.compile(task.model)) if cfg.compile else task.model
+    n_steps = steps_per_epoch(len(setup.data.train), cfg, acc.num_processes)
+    optimizer, scheduler = build_optimizer(model, cfg, n_steps, acc.device)
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    state = LoopState(Meter(acc.device, task.loss_parts), resume_key=task.resume_key())
+    if setup.resume_checkpoint:
+        state.load_state_dict(load_checkpoint(acc, setup.resume_checkpoint), acc.process_index)
+        if state.resume_key != task.resume_key():
+            raise UsageError("--resume-from: the teacher or the training images differ from the checkpoint's "
+                             "(task key mismatch): resume with the same --teacher and data arguments")
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    log = RunLog(acc, cfg.output_dir, append=bool(setup.resume_checkpoint))
+    if setup.resume_checkpoint:
+        log.truncate_after(state.step)
+        log.print(f"resuming from {setup.resume_checkpoint} (epoch {state.epoch + 1}, step {state.step})")
+    if cfg.report_to != "none":
+        acc.init_trackers("vit-trainer", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                 for k, v in cfg.to_dict().items()})
+    log.print(f"model {cfg.model}: {num_params / 1e6:.2f}M params, {setup.head_note}; "
+              f"{len(setup.data.train)} train / {len(setup.data.eval)} eval images, "
+              f"{acc.num_processes} process(es) on {acc.device.type}, mixed precision {acc.mixed_precision}")
+    log.print(setup.data_note)
+    if not setup.resume_checkpoint:
+        task.announce(log)
+    return Training(setup, task, model, optimizer, scheduler, state, log, num_params)
+
+
+def forward_backward(t: Training, micro: MicroStep) -> StepOutput:
+    """The task's forward and loss for one micro-batch, and its backward (synchronised on the group's last)."""
+    acc = t.setup.accelerator
+    with nullcontext() if micro.sync else acc.no_sync(t.model):
+        out = t.task.forward(t.model, micro.batch)
+        acc.backward(out.loss / micro.group)
+    return out
+
+
+def optimizer_step(t: Training) -> None:
+    """Clip, step, advance the schedule."""
+    if t.setup.cfg.clip_grad:
+        t.setup.accelerator.clip_grad_norm_(t.model.parameters(), t.setup.cfg.clip_grad)
+    t.optimizer.step()
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    t.state.step += 1
+
+
+def _every(n: int, step: int) -> bool:
+    return bool(n) and step % n == 0
+
+
+def log_and_evaluate(t: Training, at: float, end_of_epoch: bool, bar: tqdm) -> None:
+    """A train line when due (always at an epoch's end), an evaluation when due, the epoch's readable line."""
+    cfg, state = t.setup.cfg, t.state
+    eval_due = end_of_epoch or _every(cfg.eval_every, state.step)
+    if not (eval_due or _every(cfg.log_every, state.step)):
+        return
+    state.check_finite(cfg.output_dir)
+    train = state.meter.read(t.setup.accelerator)
+    images_per_s = train.count / max(state.clock.read() - state.epoch_start_s, 1e-9)
+    t.log.event("train", at, state.step, loss=train.loss, top1=train.top1,
+                **{f"loss_{k}": v for k, v in train.parts.items()}, images_per_s=images_per_s,
+                lr=float(t.scheduler.get_last_lr()[0]))
+    bar.set_postfix(loss=f"{train.loss:.3f}", top1=f"{train.top1:.3f}")
+    if not eval_due:
+        return
+    # Only the final evaluation keeps its predictions (eval_predictions.safetensors).
+    res = evaluate_now(t, keep_preds=end_of_epoch and state.epoch == cfg.epochs)
+    state.best_eval_top1 = res.top1 if state.best_eval_top1 is None else max(state.best_eval_top1, res.top1)
+    t.log.event("eval", at, state.step, loss=res.loss, top1=res.top1, images_per_s=res.images_per_s, **res.agreement)
+    t.last_eval = res
+    if end_of_epoch:
+        agree = "".join(f" {k} {v:.4f} |" for k, v in res.agreement.items())
+        t.log.print(f"epoch {state.epoch}/{cfg.epochs} | step {state.step} | train loss {train.loss:.4f} top1 "
+                    f"{train.top1:.4f} | eval loss {res.loss:.4f} top1 {res.top1:.4f} |{agree} "
+                    f"{images_per_s:.0f} img/s | {state.clock.read():.1f}s")
+
+
+def evaluate_now(t: Training, keep_preds: bool = False) -> EvalResult:
+    """Evaluate through the prepared model, off the training clock."""
+    cfg = t.setup.cfg
+    with t.state.clock.paused():
+        return evaluate_split(t.model, t.setup.data.eval, t.setup.view, t.setup.accelerator,
+                              cfg.eval_batch_size or 2 * cfg.batch_size, t.task.eval_references(), keep_preds)
+
+
+def checkpoint_due(every: int | str | None, step: int, end_of_epoch: bool) -> bool:
+    """--checkpoint-every N|epoch."""
+    return end_of_epoch if every == "epoch" else isinstance(every, int) and step % every == 0
+
+
+def checkpoint(t: Training) -> str:
+    """A resumable checkpoint of everything, off the training clock; never one with a non-finite loss."""
+    t.state.check_finite(t.setup.cfg.output_dir)
+    with t.state.clock.paused():
+        folder = save_checkpoint(t.setup.accelerator, t.setup.cfg, t.state.state_dict(t.setup.accelerator))
+    t.saved = (t.state.step, folder)
+    return folder
+
+
+def stopped(t: Training, signame: str) -> Preempted:
+    """The stop every process agreed on: a checkpoint at this step (unless one was just saved), the log kept."""
+    folder = t.saved[1] if t.saved[0] == t.state.step else checkpoint(t)
+    return Preempted(signame, t.state.step, folder)
+
+
+def finish(t: Training) -> dict[str, Any]:
+    """Write model.safetensors, config.json, summary.json (and the final eval predictions); close the trackers."""
+    setup, task, state, acc, cfg = t.setup, t.task, t.state, t.setup.accelerator, t.setup.cfg
+    assert t.last_eval is not None
+    final_train, final_eval = state.meter.read(acc), t.last_eval
+    weights = task.saved_weights(acc.get_state_dict(t.model))  # every process joins: under FSDP this gathers shards
+    train_time = state.clock.read()
+    summary = RunSummary(
+        model=cfg.model, pretrained=bool(cfg.pretrained or cfg.pretrained_file),
+        init=f"file:{cfg.pretrained_file}" if cfg.pretrained_file else ("hub" if cfg.pretrained else "scratch"),
+        num_params=t.num_params, epochs=cfg.epochs, steps=state.step, num_train=len(setup.data.train),
+        num_eval=len(setup.data.eval), processes=acc.num_processes, device=acc.device.type,
+        mixed_precision=str(acc.mixed_precision), train_time_s=round(train_time, 3),
+        train_images_per_s=len(setup.data.train) * cfg.epochs / max(train_time, 1e-9),
+        best_eval_top1=state.best_eval_top1,
+        final={"train_loss": final_train.loss, "train_top1": final_train.top1, "eval_loss": final_eval.loss,
+               "eval_top1": final_eval.top1, **{f"train_loss_{k}": v for k, v in final_train.parts.items()}},
+        task=task.summary(final_eval))
+    if acc.is_main_process and final_eval.preds is not None:
+        summary.per_class = per_class_report(final_eval.preds, setup.data.eval.labels, setup.data.label_names)
+    # A student's teacher runs eagerly: a compiled model's predictions are not what it would give.
+    files = [f for f in RUN_FILES if f != EVAL_FILE or not cfg.compile]
+    if acc.is_main_process:
+        save_state_dict(weights, os.path.join(cfg.output_dir, MODEL_FILE))
+        config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry())
+        write_json(os.path.join(cfg.output_dir, CONFIG_FILE), config.to_json())
+        write_json(os.path.join(cfg.output_dir, SUMMARY_FILE), summary.to_json())
+        if EVAL_FILE in files and final_eval.preds is not None:
+            digest = predictions_digest(file_digest(os.path.join(cfg.output_dir, MODEL_FILE)),
+                                        setup.data.eval.selection_digest, setup.view, acc)
+            save_eval_predictions(cfg.output_dir, final_eval.preds, final_eval.top1, digest)
+    acc.wait_for_everyone()
+    for tracker in acc.trackers:  # the process group stays: the entry point closes it (end_processes)
+        tracker.finish()
+    t.log.print(f"done: eval top1 {final_eval.top1:.4f} (best {state.best_eval_top1:.4f}) in {train_time:.1f}s; "
+                f"wrote {cfg.output_dir}/{{{','.join(files)}}}")
+    return summary.to_json()

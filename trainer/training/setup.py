@@ -1,0 +1,69 @@
+"""What a training run is built from (accelerator, data, model, input view), built and checked before anything is
+written to the output folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from ..config import TrainConfig
+from ..data.augment import EvalCrop, View
+from ..data.loading import DataBundle, default_cache_dir, load_data
+from ..data.placement import place_splits
+from ..distributed import main_process_first, make_accelerator, precision_warning
+from ..errors import UsageError, warn
+from ..models import create_model, input_view
+from ..run_files import FINISHED_FILES, output_dir_in_use
+from .checkpoints import check_resumable
+
+
+@dataclass
+class Setup:
+    """What build_setup() makes: the ingredients a task is built on and the loop trains."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    data: DataBundle
+    model: torch.nn.Module
+    view: View
+    head_note: str  # one line on what happened to the classifier head
+    data_note: str  # one line on which store serves the data, and why
+    resume_checkpoint: Optional[str] = None  # the whole checkpoint folder to continue from (None: a fresh start)
+
+
+def _eval_crop(cfg: TrainConfig) -> EvalCrop:
+    """The model's input size and crop_pct before the model exists (photos are stored for them)."""
+    pcfg = timm.models.get_pretrained_cfg(cfg.model)
+    size = cfg.img_size or (int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224)
+    return EvalCrop(size, float(pcfg.crop_pct) if pcfg is not None and pcfg.crop_pct else 0.875)
+
+
+def build_setup(cfg: TrainConfig) -> Setup:
+    """Everything that can fail on bad input, before anything is written to the output folder."""
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.report_to, cfg.output_dir)
+    if (slow := precision_warning(str(accelerator.mixed_precision), accelerator.device)) is not None:
+        warn(slow)
+    resume_checkpoint = check_resumable(cfg)
+    in_use = output_dir_in_use(cfg.output_dir)
+    # 'auto' without a checkpoint starts afresh over the log of a run cut off before its first one, not over a
+    # finished run's files.
+    fresh_allowed = cfg.resume_from == "auto" and not output_dir_in_use(cfg.output_dir, FINISHED_FILES)
+    if in_use and not (cfg.overwrite or resume_checkpoint or fresh_allowed):
+        raise UsageError(f"--output-dir {cfg.output_dir} already holds a run ({in_use}): pass --overwrite to replace it, "
+                         "--resume-from auto to continue it, or another folder")
+    set_seed(cfg.seed)
+    data = main_process_first(accelerator, lambda: load_data(
+        cfg.dataset, cfg.train_split, cfg.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
+        samples_per_class=cfg.samples_per_class, eval_samples_per_class=cfg.eval_samples_per_class, seed=cfg.seed,
+        crop=_eval_crop(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config,
+        progress=cfg.progress and accelerator.is_main_process))
+    set_seed(cfg.seed)  # the same initial weights whatever the data step drew
+    model, head_note = main_process_first(accelerator, lambda: create_model(
+        cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
+        pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file))
+    data_note = place_splits([data.train, data.eval], cfg.data_on, accelerator.device)
+    return Setup(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note, data_note, resume_checkpoint)
