@@ -102,7 +102,7 @@ def decode_child(dataset: str, n: int, workers: int, out: str) -> None:
     """In a fresh process: decode the first n photos for a 96-px model; print the peak RssAnon and the seconds."""
     from trainer.data.augment import EvalCrop
     from trainer.data.sources import get_split, open_dataset
-    from trainer.data.decode import decode_to_file
+    from trainer.data.decode_cache import decode_to_file
 
     ds = get_split(open_dataset(dataset), "train", "--train-split")
     crop = EvalCrop(96, 0.875)

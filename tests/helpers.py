@@ -136,3 +136,34 @@ def assert_same_run(ref: Path, out: Path) -> None:
     a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
     assert strip_timing(read_jsonl(str(out / "metrics.jsonl"))) == strip_timing(read_jsonl(str(ref / "metrics.jsonl")))
+
+
+class SmallDisk:
+    """A real file system of a few megabytes (tmpfs), so that a full disk fails as it does in the field: ENOSPC from
+    numpy, torch and safetensors alike, each with its own exception type. Mounting needs root; where the machine does
+    not allow it, the test is skipped with the reason."""
+
+    def __init__(self, path: Path, size: str):
+        self.path, self.size = path, size
+
+    def __enter__(self) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.path)],
+                             capture_output=True, text=True)
+        if res.returncode:
+            pytest.skip(f"cannot mount a {self.size} tmpfs here ({res.stderr.strip() or res.returncode}): a real full "
+                        "disk needs root")
+        return self.path
+
+    def resize(self, size: str, read_only: bool = False) -> None:
+        """Grow (room again) or shrink it, or make it read-only, keeping what it holds."""
+        opts = f"remount,size={size}" + (",ro" if read_only else ",rw")
+        subprocess.run(["mount", "-o", opts, str(self.path)], check=True, capture_output=True)
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file below a folder, as relative paths."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())

@@ -16,7 +16,7 @@ from trainer.commands.evaluate import main as evaluate_main
 from trainer.commands.study import main as study_main
 from trainer.commands.report import main as report_main
 
-from .helpers import SMALL_VIT, run_here, run_script
+from .helpers import SMALL_VIT, make_dataset, run_here, run_script
 
 MAINS: dict[str, Callable] = {"train_cls.py": main_cls, "train_kd.py": main_kd, "evaluate": evaluate_main,
                               "benchmark": benchmark_main, "study": study_main, "report": report_main}
@@ -27,7 +27,7 @@ def _prepare(case: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if case == "device_too_small":
         monkeypatch.setenv("VIT_TRAINER_DEVICE_FREE_BYTES", "1000")
     elif case == "disk_full":
-        monkeypatch.setattr("trainer.data.decode.shutil.disk_usage",
+        monkeypatch.setattr("trainer.data.decode_cache.shutil.disk_usage",
                             lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     elif case in ("cache_dir_unwritable", "teacher_cache_dir_unwritable"):
         (tmp / "a-file").write_text("x")
@@ -35,9 +35,25 @@ def _prepare(case: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (tmp / "w.safetensors").write_bytes(b"\x00" * 64)
     elif case == "output_is_file":
         (tmp / "out").write_text("x")
-    elif case == "output_in_use":
+    elif case in ("output_in_use", "teacher_is_output"):
         (tmp / "out").mkdir()
         (tmp / "out" / "summary.json").write_text("{}")
+    elif case == "one_class":
+        make_dataset(tmp / "one-class", {"train": 5, "test": 5}, num_classes=1)
+    elif case == "string_labels":
+        import datasets
+        from PIL import Image
+
+        images = [Image.new("RGB", (8, 8))] * 4
+        split = datasets.Dataset.from_dict({"img": images, "label": ["cat", "dog", "cat", "dog"]},
+                                           features=datasets.Features({"img": datasets.Image(),
+                                                                       "label": datasets.Value("string")}))
+        datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp / "strings"))
+
+
+BEFORE_DECODING = ("patch_zero", "embed_dim_odd", "depth_negative", "drop_rate", "patch_over_image", "patch_grid",
+                   "seed", "weight_decay_inf", "samples_zero", "output_empty", "teacher_is_output", "one_class",
+                   "string_labels")
 
 
 # (case, entry point, arguments ({data}, {tmp} filled in), words the one line must hold)
@@ -89,6 +105,32 @@ CASES = [
     ("benchmark_batch", "benchmark", ["--model", "vit_tiny_patch16_224", "--batch-size", "0"],
      ["--batch-size must be positive, got 0"]),
     ("report_without_study", "report", ["{tmp}"], ["holds no study.json"]),
+    # What timm's constructor refuses, found before any image is decoded (a fresh --cache-dir stays empty).
+    ("patch_zero", "train_cls.py", ["--model-kwargs", "patch_size=0"], ["cannot be built", "ZeroDivisionError"]),
+    ("embed_dim_odd", "train_cls.py", ["--model-kwargs", "patch_size=8", "embed_dim=7"],
+     ["cannot be built", "divisible by num_heads"]),
+    ("depth_negative", "train_cls.py", ["--model-kwargs", "patch_size=8", "depth=-1"], ["cannot be built"]),
+    ("drop_rate", "train_cls.py", ["--model-kwargs", "patch_size=8", "drop_rate=2"],
+     ["cannot be built", "dropout probability"]),
+    ("patch_over_image", "train_cls.py", ["--model-kwargs", "patch_size=64"], ["cannot be built at --img-size 32"]),
+    ("patch_grid", "train_cls.py", ["--img-size", "10", "--model-kwargs", "patch_size=4"],
+     ["--img-size 10 is not a multiple of the patch size 4", "--img-size 8 or 12"]),
+    ("seed", "train_cls.py", ["--seed", "-1"], ["--seed must be in [0, 2^32), got -1"]),
+    ("weight_decay_inf", "train_cls.py", ["--weight-decay", "inf"], ["--weight-decay must be a finite number"]),
+    ("samples_zero", "train_cls.py", ["--samples-per-class", "0"], ["--samples-per-class must be at least 1"]),
+    ("output_empty", "train_cls.py", ["--output-dir", ""], ["--output-dir is empty"]),
+    ("teacher_is_output", "train_kd.py", ["--teacher", "{tmp}/out", "--overwrite"],
+     ["the student would replace its teacher", "pass another --output-dir"]),
+    ("one_class", "train_cls.py", ["--dataset", "{tmp}/one-class"], ["a classifier needs at least two"]),
+    ("string_labels", "train_cls.py", ["--dataset", "{tmp}/strings"], ["class_encode_column('label')"]),
+    ("study_epochs_negative", "study", ["--preset", "demo", "--epochs", "-1", "--output-dir", "{tmp}/out"],
+     ["--epochs must be at least 1, got -1"]),
+    ("study_epochs_zero", "study", ["--preset", "demo", "--epochs", "0", "--output-dir", "{tmp}/out"],
+     ["--epochs must be at least 1, got 0"]),
+    ("benchmark_img_size", "benchmark", ["--model", "vit_tiny_patch16_224", "--img-size", "7"],
+     ["--img-size must be at least 8, got 7"]),
+    ("benchmark_classes", "benchmark", ["--model", "vit_tiny_patch16_224", "--num-classes", "-1"],
+     ["--num-classes must be at least 1, got -1"]),
     ("study_without_data", "study", ["--preset", "hw2", "--dataset", "{tmp}/no-cifar", "--output-dir", "{tmp}/out"],
      ["dataset folder", "does not exist"]),
 ]
@@ -119,9 +161,13 @@ def _one_clean_line(code, err: str, needles: list[str]) -> None:
 def test_bad_input(case, script, args, needles, toy_dataset, cache_dir, tmp_path, capsys, monkeypatch):
     _prepare(case, tmp_path, monkeypatch)
     before = _listing(tmp_path / "out")
-    res = run_here(MAINS[script], *_argv(script, args, toy_dataset, tmp_path, cache_dir), capsys=capsys)
+    argv = _argv(script, args, toy_dataset, tmp_path, cache_dir)
+    if case in BEFORE_DECODING:
+        argv += ["--cache-dir", str(tmp_path / "fresh-cache")]
+    res = run_here(MAINS[script], *argv, capsys=capsys)
     _one_clean_line(res.returncode, res.stderr, needles)  # as in a fresh interpreter (the tests below)
     assert _listing(tmp_path / "out") == before  # nothing written
+    assert not (tmp_path / "fresh-cache").exists()  # and, where the problem is in the arguments, nothing decoded
 
 
 @pytest.mark.slow

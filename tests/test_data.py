@@ -81,14 +81,14 @@ def test_decode_cache_is_reused_and_identical(tmp_path, toy_dataset):
     cache = tmp_path / "cache"
     first = load_data(str(toy_dataset), samples_per_class=10, seed=3, cache_dir=str(cache))
     files = sorted(os.listdir(cache))
-    assert len(files) == 2  # one per split
+    assert len(files) == 4 and sum(f.endswith(".npy") for f in files) == 2  # one file per split, its digests beside
     mtimes = [os.path.getmtime(cache / f) for f in files]
     second = load_data(str(toy_dataset), samples_per_class=10, seed=3, cache_dir=str(cache))
     assert [os.path.getmtime(cache / f) for f in files] == mtimes
     assert torch.equal(first.train.images.cpu(), second.train.images.cpu())
     assert torch.equal(first.train.labels, second.train.labels)
     load_data(str(toy_dataset), samples_per_class=11, seed=3, cache_dir=str(cache))
-    assert len(os.listdir(cache)) == 3  # another selection, another key
+    assert sum(f.endswith(".npy") for f in os.listdir(cache)) == 3  # another selection, another file
 
 
 def test_missing_split_and_folder(tmp_path, toy_dataset):

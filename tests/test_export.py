@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 
 import numpy as np
@@ -122,6 +123,7 @@ def test_evaluate_takes_the_whole_split_off_the_runs_own_eval_set(small_run, toy
 
 @pytest.mark.parametrize("extra, message", [
     (["--output", "{tmp}/no/such/folder/m.onnx"], "its folder does not exist"),
+    (["--output", "{tmp}"], "is a folder: pass a file path"),
     (["--max-samples", "0"], "--max-samples must be at least 1"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
 ])
@@ -132,3 +134,15 @@ def test_bad_export_arguments_exit_2_with_one_line(small_run, tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and message in err[0]
     assert sorted(p.name for p in small_run.iterdir()) == before
+
+
+def test_an_export_to_a_read_only_disk_is_one_line_and_leaves_no_temporary_file(small_run, cache_dir, tmp_path, capsys):
+    from .helpers import SmallDisk
+
+    with SmallDisk(tmp_path / "disk", "1m") as disk:
+        SmallDisk.resize(SmallDisk(disk, ""), "1m", read_only=True)
+        with pytest.raises(SystemExit) as stop:
+            export_main(["--run", str(small_run), "--output", str(disk / "m.onnx"), "--cache-dir", str(cache_dir)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and len(err) == 1 and "is not writable" in err[0], err
+        assert os.listdir(disk) == []

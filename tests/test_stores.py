@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.data.loading import load_data
-from trainer.data.decode import cached_rows
+from trainer.data.decode_cache import cached_rows
 from trainer.errors import UsageError
 from trainer.data.placement import choose_store, place_splits
 from trainer.data.stores import CPU, DeviceStore, DiskStore, HostStore, serve
@@ -94,13 +94,13 @@ def test_decode_cache_is_one_npy_file_per_split_and_damage_is_decoded_again(toy_
 
 def test_decoding_in_two_workers_writes_the_same_file(toy_dataset, tmp_path):
     from trainer.data.sources import get_split, open_dataset
-    from trainer.data.decode import decode_to_file
+    from trainer.data.decode_cache import decode_to_file
 
     ds = get_split(open_dataset(str(toy_dataset)), "train", "--train-split")
     rows = np.arange(0, 240, 2)
-    one = decode_to_file(ds, "img", rows, (3, 32, 32), str(tmp_path / "one.npy"), workers=1, progress=False)
-    two = decode_to_file(ds, "img", rows, (3, 32, 32), str(tmp_path / "two.npy"), workers=2, progress=False,
-                         chunk=16)
+    one, _ = decode_to_file(ds, "img", rows, (3, 32, 32), str(tmp_path / "one.npy"), workers=1, progress=False)
+    two, _ = decode_to_file(ds, "img", rows, (3, 32, 32), str(tmp_path / "two.npy"), workers=2, progress=False,
+                            chunk=16)
     assert np.array_equal(np.load(one), np.load(two))
     expected = np.stack([np.asarray(ds[int(r)]["img"].convert("RGB")).transpose(2, 0, 1) for r in rows[:5]])
     assert np.array_equal(np.load(two)[:5], expected)

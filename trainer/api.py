@@ -5,7 +5,10 @@ from typing import Any, Callable, Optional
 
 from .config import TrainConfig, validate
 from .distill.tasks import distillation_task
+from .errors import is_main_rank
+from .run_files import OutputFolder
 from .training.loop import fit
+from .training.preemption import StopSignal
 from .training.setup import Setup, build_setup
 from .training.tasks import Classification, Task
 
@@ -24,5 +27,7 @@ def train(cfg: TrainConfig, make_task: Optional[Callable[[TrainConfig, Setup], T
     summary.json's content. Several runs may follow each other in one process; the caller ends the process group
     (end_processes)."""
     validate(cfg)
-    setup = build_setup(cfg)
-    return fit(setup, (make_task or task_for)(cfg, setup))
+    # From the first write to the last: a signal stops the run where nothing is lost, and one run holds the folder.
+    with StopSignal() as stop, OutputFolder(cfg.output_dir, main=is_main_rank()):
+        setup = build_setup(cfg)
+        return fit(setup, (make_task or task_for)(cfg, setup), stop)

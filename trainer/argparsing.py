@@ -57,7 +57,7 @@ def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
 
 def count_or_all(raw: str) -> Optional[int]:
     """A count, or None for 'all'."""
-    return None if raw.lower() in ("all", "none", "0") else int(raw)
+    return None if raw.lower() in ("all", "none") else int(raw)
 
 
 def steps_or_epoch(raw: str) -> int | str:

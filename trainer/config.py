@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -59,6 +60,9 @@ class TrainConfig:
     eval_samples_per_class: Optional[int] = _data(
         None, "N eval images per class (default: the whole eval split)", parse=count_or_all,
         check=lambda v: v >= 1, rule="at least 1 (or 'all')")
+    skip_bad_images: bool = _data(False, "leave out images that do not decode (truncated, corrupt, empty, over PIL's "
+                                         "size limit), with a line that counts them; by default the first one stops "
+                                         "the run, naming its split and row")
     cache_dir: Optional[str] = _data(
         None, "where decoded images are cached (default: $VIT_TRAINER_CACHE or ~/.cache/vit_trainer)", parse=str)
     data_on: str = _data("auto", "where the decoded images live: device memory, host memory (pinned, prefetched) or the "
@@ -98,7 +102,8 @@ class TrainConfig:
     mixed_precision: Optional[str] = _optim(None, "default: from the accelerate config / launch flags",
                                            choices=("no", "fp16", "bf16"))
     compile: bool = _optim(False, "torch.compile the model")
-    seed: int = _optim(42, "fixes selection, init, order and augmentation")
+    seed: int = _optim(42, "fixes selection, init, order and augmentation", check=lambda v: 0 <= v < 2**32,
+                       rule="in [0, 2^32)")
 
     output_dir: str = _output("runs/latest")
     overwrite: bool = _output(False, "replace another run's files in --output-dir")
@@ -211,6 +216,8 @@ def validate(cfg: TrainConfig) -> None:
             continue
         if o.choices is not None:
             _require(value in o.choices, f"{flag(f.name)} must be one of {list(o.choices)}, got {value!r}")
+        if isinstance(value, float):
+            _require(math.isfinite(value), f"{flag(f.name)} must be a finite number, got {value}")
         if o.check is not None:
             _require(o.check(value), f"{flag(f.name)} must be {o.rule}, got {value}")
     _require(not (cfg.pretrained and cfg.pretrained_file),
@@ -219,4 +226,10 @@ def validate(cfg: TrainConfig) -> None:
         _require_writable(cfg.teacher_cache_dir, "--teacher-cache-dir")
     _require(not (cfg.random_crop and cfg.random_resized_crop),
              "--random-crop and --random-resized-crop exclude each other: pick one crop")
+    _require(bool(cfg.output_dir), "--output-dir is empty: pass a folder path")
     _require(not os.path.isfile(cfg.output_dir), f"--output-dir {cfg.output_dir} is a file: pass a folder path")
+    if cfg.teacher:
+        teacher = cfg.teacher if os.path.isdir(cfg.teacher) else os.path.dirname(os.path.abspath(cfg.teacher))
+        _require(os.path.realpath(teacher) != os.path.realpath(cfg.output_dir),
+                 f"--teacher {cfg.teacher} is in --output-dir {cfg.output_dir}: the student would replace its teacher; "
+                 "pass another --output-dir")

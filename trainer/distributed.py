@@ -106,6 +106,12 @@ def sum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def all_succeeded(error: Optional[BaseException], accelerator: Accelerator) -> bool:
+    """Every process learns whether any of them failed, so that none waits forever for one that gave up."""
+    failed = reduce_sum(torch.tensor(float(error is not None), device=accelerator.device), accelerator)
+    return not bool(failed.item())
+
+
 def reduce_sum(values: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
     """The sum over processes (the tensor itself on one process)."""
     return accelerator.reduce(values, reduction="sum") if accelerator.num_processes > 1 else values

@@ -23,10 +23,20 @@ class UsageError(Exception):
 class Preempted(Exception):
     """The run stopped on a signal after saving a resumable checkpoint."""
 
-    def __init__(self, signame: str, step: int, checkpoint: str):
-        super().__init__(f"stopped by {signame} after step {step}, resumable checkpoint {checkpoint}: run the same "
-                         "command again to continue (train_cls.py / train_kd.py with --resume-from auto)")
+    def __init__(self, signame: str, step: int, checkpoint: str, auto_given: bool = False):
+        how = ("run the same command again to continue" if auto_given else
+               "run the same command with --resume-from auto to continue")
+        super().__init__(f"stopped by {signame} after step {step}, resumable checkpoint {checkpoint}: {how}")
         self.signame, self.step, self.checkpoint = signame, step, checkpoint
+
+
+class StoppedEarly(Exception):
+    """A signal before training began: nothing was trained, nothing is left half-written."""
+
+    def __init__(self, signame: str):
+        super().__init__(f"stopped by {signame} before training began (nothing trained, nothing to resume): run the "
+                         "same command again to start")
+        self.signame = signame
 
 
 def is_main_rank() -> bool:
@@ -61,7 +71,8 @@ def quiet_libraries() -> None:
 
 
 def exit_on_usage_error(fn: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a CLI entry point: a UsageError prints one line and exits with 2, a Preempted run with EXIT_PREEMPTED."""
+    """Wrap a CLI entry point: a UsageError prints one line and exits with 2, a run stopped by a signal with
+    EXIT_PREEMPTED."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -73,7 +84,7 @@ def exit_on_usage_error(fn: Callable[..., T]) -> Callable[..., T]:
             if is_main_rank():
                 print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
-        except Preempted as stop:
+        except (Preempted, StoppedEarly) as stop:
             if is_main_rank():
                 print(stop, file=sys.stderr, flush=True)
             sys.exit(EXIT_PREEMPTED)

@@ -52,6 +52,36 @@ def _timm_create(name: str, kwargs: dict, **extra: Any) -> nn.Module:
     return timm.create_model(name, **extra, **{k: v for k, v in kwargs.items() if k != "img_size"})
 
 
+def _unbuildable(name: str, err: BaseException, kwargs: dict) -> UsageError:
+    """The line for values timm's constructor or forward cannot work with (patch_size=0, embed_dim=7, a patch larger
+    than the image, ...)."""
+    given = {k: v for k, v in kwargs.items() if k != "img_size"}
+    lines = str(err).strip().splitlines()
+    why = f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
+    size = f" at --img-size {kwargs['img_size']}" if "img_size" in kwargs else ""
+    return UsageError(f"timm model '{name}' cannot be built{size} with --model-kwargs {given} ({why}): check the values")
+
+
+def probe_model(name: str, kwargs: dict) -> None:
+    """Build the model on the meta device (nothing allocated, a fraction of a second) and run one forward: what timm
+    refuses, and a patch grid that would drop edge pixels, are one line before any image is decoded."""
+    check_model_name(name)
+    try:
+        with torch.device("meta"):
+            model = _timm_create(name, kwargs, pretrained=False, num_classes=2)
+            size = input_view(model, kwargs.get("img_size")).size
+            model(torch.empty(1, 3, size, size))
+    except TypeError as err:
+        raise _rejected(name, err, kwargs) from None
+    except Exception as err:
+        raise _unbuildable(name, err, kwargs) from None
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch and not getattr(model.patch_embed, "dynamic_img_pad", False) and size % int(patch[0]):
+        p = int(patch[0])
+        raise UsageError(f"--img-size {size} is not a multiple of the patch size {p}: the last {size % p} pixel(s) of "
+                         f"each row and column would be dropped; pass --img-size {size - size % p} or {size + p - size % p}")
+
+
 def _timm(model: nn.Module) -> Any:
     """A timm model's own API (get_classifier, pretrained_cfg, num_classes), which nn.Module's types do not know."""
     return model
@@ -76,13 +106,15 @@ def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None,
         kwargs["img_size"] = img_size
     if pretrained_file:
         return _from_file(name, num_classes, pretrained_file, kwargs)
+    if not pretrained:
+        probe_model(name, kwargs)
     try:
         model = _timm_create(name, kwargs, pretrained=pretrained, num_classes=num_classes)
     except TypeError as err:
         raise _rejected(name, err, kwargs) from None
     except Exception as err:
         if not pretrained:
-            raise
+            raise _unbuildable(name, err, kwargs) from None
         raise UsageError(f"could not get pretrained weights for '{name}' from the Hugging Face Hub "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); offline, "
                          "download the weights elsewhere and pass --pretrained-file FILE") from None

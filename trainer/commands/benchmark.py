@@ -15,7 +15,7 @@ import torch
 from ..argparsing import OneLineParser, parse_kwargs
 from ..data.augment import View
 from ..deploy.timing import benchmark, benchmark_device
-from ..errors import exit_on_usage_error
+from ..errors import UsageError, exit_on_usage_error
 from ..models import create_model, input_view, load_trained
 
 
@@ -47,6 +47,10 @@ def build_parser() -> OneLineParser:
 
 def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, View]:
     """The model to time: a fresh timm model, or a finished run's rebuilt from its folder."""
+    if args.img_size is not None and args.img_size < 8:
+        raise UsageError(f"--img-size must be at least 8, got {args.img_size}")
+    if args.num_classes < 1:
+        raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
     if args.run:
         trained = load_trained(args.run, "--run")
         return trained.model, trained.config.view

@@ -28,6 +28,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--compare-with", default=None, metavar="RUN",
                    help="another run folder: also report the fraction of images where both predict the same class")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--skip-bad-images", action="store_true", help="leave out images that do not decode (default: the "
+                   "run's own choice; else the first one stops, naming its row)")
     p.add_argument("--data-on", choices=["auto", "device", "host", "disk"], default="auto",
                    help="where the decoded eval images live (see train_cls.py --help)")
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)

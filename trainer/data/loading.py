@@ -11,10 +11,11 @@ import datasets
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, warn
 from .augment import EvalCrop
-from .decode import NotOneSize, cached_rows, decode_to_file, first_shape
-from .sources import class_names, find_columns, get_split, open_dataset, select_per_class
+from .decode import NotOneSize, first_shape
+from .decode_cache import cached_rows, decode_to_file
+from .sources import check_labels, class_names, find_columns, get_split, mapped_labels, open_dataset, select_per_class
 from .stores import CPU, DiskStore, Store
 
 CACHE_VERSION = 2  # 2: .npy files, memory-mapped by the disk store
@@ -74,26 +75,37 @@ def source_digest(fingerprint: str, split: str, image_column: str, num_rows: int
 
 
 def decode_cached(ds: datasets.Dataset, split: str, image_column: str, indices: np.ndarray, crop: Optional[EvalCrop],
-                  cache_dir: str, progress: bool = True, workers: int = 0) -> tuple[str, bool]:
-    """(decode cache file, squares) of these rows: found complete, or decoded now (damaged files are decoded again)."""
+                  cache_dir: str, progress: bool = True, workers: int = 0, skip_bad: bool = False
+                  ) -> tuple[str, bool, list[int]]:
+    """(decode cache file, squares, the positions of `indices` left out as bad images) of these rows: found whole,
+    or decoded now (damaged files are decoded again)."""
     stem = os.path.join(cache_dir, f"{split}-{selection_digest(ds._fingerprint, split, image_column, indices, crop)}")
+    what = f"split '{split}'"
     # ".framed": the suffix of centre-square files since cache version 2 (kept, so that existing caches stay valid).
     for path, squares in ((f"{stem}.npy", False), (f"{stem}.framed.npy", True)):
-        if cached_rows(path, len(indices)) is not None:
-            return path, squares
+        found = cached_rows(path, len(indices))
+        if found is not None:
+            if found[1] and not skip_bad:
+                raise UsageError(f"{what} row {int(indices[found[1][0]])} holds no image that decodes (left out of the "
+                                 "decode cache by an earlier --skip-bad-images run): repair or remove that row, or "
+                                 "pass --skip-bad-images")
+            return path, squares, found[1]
     # Square images of one size (CIFAR) are stored as they are; photos (several sizes, or not square) as the centre
     # squares timm's eval transform crops from. The first image decides, and decoding checks every other one.
     h, w = first_shape(ds, image_column, indices)
     if h == w:
         try:
-            return decode_to_file(ds, image_column, indices, (3, h, w), f"{stem}.npy", workers, progress), False
+            path, bad = decode_to_file(ds, image_column, indices, (3, h, w), f"{stem}.npy", workers, progress,
+                                       what=what, skip_bad=skip_bad)
+            return path, False, bad
         except NotOneSize:
             pass
     if crop is None:
         raise UsageError("images have different sizes or are not square: pass --img-size (a model input size) so that "
                          "they can be stored as their centre squares")
-    return decode_to_file(ds, image_column, indices, (3, crop.side, crop.side), f"{stem}.framed.npy", workers,
-                          progress, crop_size=crop.size), True
+    path, bad = decode_to_file(ds, image_column, indices, (3, crop.side, crop.side), f"{stem}.framed.npy", workers,
+                               progress, crop_size=crop.size, what=what, skip_bad=skip_bad)
+    return path, True, bad
 
 
 def _labels_of(ds: datasets.Dataset, column: str) -> np.ndarray:
@@ -112,10 +124,21 @@ class _Source:
     names: list[str]
 
     def decoded(self, per_class: Optional[int], seed: int, flag: str, crop: Optional[EvalCrop], cache_dir: str,
-                progress: bool) -> SplitData:
-        """Exactly per_class rows of each class (None: all), decoded through the cache, on the disk store."""
+                progress: bool, skip_bad: bool = False) -> SplitData:
+        """Exactly per_class rows of each class (None: all), decoded through the cache, on the disk store; with
+        skip_bad, less the images that do not decode (a line says how many)."""
         idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
-        path, squares = decode_cached(self.ds, self.split, self.image_column, idx, crop, cache_dir, progress)
+        if not len(idx):
+            raise UsageError(f"split '{self.split}' has no images: pass a split that has some")
+        path, squares, bad = decode_cached(self.ds, self.split, self.image_column, idx, crop, cache_dir, progress,
+                                           skip_bad=skip_bad)
+        if bad:
+            rows = ", ".join(str(int(idx[k])) for k in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            warn(f"left out {len(bad)} image(s) of split '{self.split}' that do not decode (rows {rows}): "
+                 f"{len(idx) - len(bad)} images remain")
+            idx = np.delete(idx, bad)
+            if not len(idx):
+                raise UsageError(f"no image of split '{self.split}' decodes: repair the dataset")
         chosen = selection_digest(self.ds._fingerprint, self.split, self.image_column, idx, crop)
         whole = source_digest(self.ds._fingerprint, self.split, self.image_column, len(self.labels), crop)
         return SplitData(DiskStore(path, CPU), torch.from_numpy(self.labels[idx]), idx, chosen, squares, whole)
@@ -123,41 +146,48 @@ class _Source:
 
 def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: Optional[str],
                  label_column: Optional[str], config: Optional[str]) -> list[_Source]:
-    """Open each (split, flag), find the columns on the first and check the others against it."""
+    """Open each (split, flag), find the columns on the first and check the others against it: the same class names
+    (a split that orders them otherwise is renumbered by name), every label a class, before anything is decoded."""
     dsdict = open_dataset(dataset, config)
     found = [get_split(dsdict, split, flag) for split, flag in splits]
     img_col, lbl_col = find_columns(found[0].features, image_column, label_column)
-    labels = [_labels_of(ds, lbl_col) for ds in found]
-    names = class_names(found[0].features, lbl_col, labels[0])
-    for ds, (split, _), y in zip(found[1:], splits[1:], labels[1:], strict=True):
+    names = class_names(found[0].features, lbl_col, _labels_of(found[0], lbl_col))
+    sources = []
+    for ds, (split, flag) in zip(found, splits, strict=True):
         find_columns(ds.features, img_col, lbl_col)
-        if y.size and (y.min() < 0 or y.max() >= len(names)):
-            raise UsageError(f"split '{split}' has labels outside 0..{len(names) - 1}: check --label-column")
-    return [_Source(ds, split, y, img_col, lbl_col, names) for ds, (split, _), y in zip(found, splits, labels,
-                                                                                      strict=True)]
+        y = _labels_of(ds, lbl_col)
+        feature = ds.features[lbl_col]
+        if isinstance(feature, datasets.ClassLabel) and list(feature.names) != names:
+            y = mapped_labels(y, feature.names, names, f"split '{split}'")
+            warn(f"split '{split}' orders its class names otherwise than split '{splits[0][0]}': its labels are "
+                 "matched by name")
+        check_labels(y, names, split, flag)
+        sources.append(_Source(ds, split, y, img_col, lbl_col, names))
+    return sources
 
 
 def load_data(dataset: str, train_split: str = "train", eval_split: str = "test", *,
               image_column: Optional[str] = None, label_column: Optional[str] = None,
               samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
               seed: int = 0, crop: Optional[EvalCrop] = None, cache_dir: Optional[str] = None,
-              dataset_config: Optional[str] = None, progress: bool = False) -> DataBundle:
+              dataset_config: Optional[str] = None, progress: bool = False, skip_bad: bool = False) -> DataBundle:
     """Open the dataset, check it, choose the rows, and decode both splits into the cache (progress: a bar)."""
     train, test = _open_splits(dataset, [(train_split, "--train-split"), (eval_split, "--eval-split")], image_column,
                                label_column, dataset_config)
     cache_dir = cache_dir or default_cache_dir()
     # The eval selection uses a different stream from the train one, so that the two never line up by accident.
-    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", crop, cache_dir, progress),
+    return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", crop, cache_dir, progress,
+                                    skip_bad),
                       test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", crop, cache_dir,
-                                   progress),
+                                   progress, skip_bad),
                       train.names, train.image_column, train.label_column, train.ds._fingerprint)
 
 
 def load_eval_split(dataset: str, eval_split: str = "test", *, image_column: Optional[str] = None,
                     label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = None, seed: int = 0,
                     crop: Optional[EvalCrop] = None, cache_dir: Optional[str] = None,
-                    dataset_config: Optional[str] = None) -> tuple[SplitData, list[str]]:
+                    dataset_config: Optional[str] = None, skip_bad: bool = False) -> tuple[SplitData, list[str]]:
     """One split to evaluate on, chosen as load_data chooses its eval split, and the class names."""
     (source,) = _open_splits(dataset, [(eval_split, "--eval-split")], image_column, label_column, dataset_config)
     return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", crop,
-                          cache_dir or default_cache_dir(), False), source.names
+                          cache_dir or default_cache_dir(), False, skip_bad), source.names

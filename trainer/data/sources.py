@@ -70,12 +70,18 @@ def find_columns(features: datasets.Features, image_column: Optional[str] = None
             found = [c for c in ("label", "labels") if c in features
                      and isinstance(features[c], datasets.Value) and "int" in features[c].dtype]
         if not found:
+            found = [c for c in ("label", "labels") if c in features and isinstance(features[c], datasets.Value)]
+        if not found:
             raise UsageError(f"no label column (feature ClassLabel) found among columns {names}: pass --label-column")
         label_column = found[0]
     if not isinstance(features[image_column], datasets.Image):
         raise UsageError(f"column '{image_column}' holds {type(features[image_column]).__name__}, not images: "
                          f"pass --image-column with one of {names}")
     label = features[label_column]
+    if isinstance(label, datasets.Value) and label.dtype in ("string", "large_string"):
+        raise UsageError(f"column '{label_column}' holds class names as strings, not class indices: turn them into a "
+                         f"ClassLabel with dataset.class_encode_column('{label_column}'), save_to_disk, and pass that "
+                         "folder as --dataset")
     if not (isinstance(label, datasets.ClassLabel) or (isinstance(label, datasets.Value) and "int" in label.dtype)):
         raise UsageError(f"column '{label_column}' holds {type(label).__name__}, not class labels: "
                          f"pass --label-column with one of {names}")
@@ -83,13 +89,45 @@ def find_columns(features: datasets.Features, image_column: Optional[str] = None
 
 
 def class_names(features: datasets.Features, label_column: str, labels: np.ndarray) -> list[str]:
-    """Class names from the ClassLabel feature, or the label values as strings."""
+    """Class names from the ClassLabel feature, or the label values as strings; at least two classes."""
     feature = features[label_column]
     if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    if labels.size == 0 or labels.min() < 0:
-        raise UsageError(f"column '{label_column}' must hold class indices 0..K-1: pass --label-column")
-    return [str(i) for i in range(int(labels.max()) + 1)]
+        names = list(feature.names)
+    else:
+        known = labels[labels >= 0]
+        names = [str(i) for i in range(int(known.max()) + 1)] if known.size else []
+    if len(names) < 2:
+        raise UsageError(f"column '{label_column}' names {len(names)} class(es) {names}: a classifier needs at least "
+                         "two; pass --label-column with the class column, or a dataset with two classes or more")
+    return names
+
+
+def check_labels(labels: np.ndarray, names: Sequence[str], split: str, flag: str) -> None:
+    """Every label of a split is a class index 0..K-1: the Hub marks an unlabelled row -1 (a test split without
+    labels), and a label past the last class name has no name."""
+    unlabelled = int((labels < 0).sum())
+    if unlabelled:
+        whole = unlabelled == len(labels)
+        raise UsageError(f"split '{split}' has {'no labels' if whole else f'{unlabelled} unlabelled rows'} (label -1, "
+                         "as the Hub marks a split without labels): "
+                         + (f"pass {flag} with a labelled split" if whole else
+                            f"drop those rows (dataset.filter) or pass {flag} with a labelled split"))
+    if labels.size and labels.max() >= len(names):
+        raise UsageError(f"split '{split}' has labels up to {int(labels.max())}, outside 0..{len(names) - 1} (the "
+                         f"{len(names)} class names): check --label-column, or the dataset's ClassLabel names")
+
+
+def mapped_labels(labels: np.ndarray, names: Sequence[str], reference: Sequence[str], what: str) -> np.ndarray:
+    """Labels of a split whose classes are `names`, renumbered to `reference`'s order (the same classes, maybe in
+    another order); UsageError where the classes differ."""
+    if list(names) == list(reference):
+        return labels
+    if sorted(names) != sorted(reference):
+        raise UsageError(f"{what} has the classes {list(names)}, where {list(reference)} were expected: pass splits and "
+                         "runs of one dataset")
+    index = {name: k for k, name in enumerate(reference)}
+    table = np.array([index[name] for name in names], dtype=np.int64)
+    return np.where(labels >= 0, table[np.clip(labels, 0, None)], labels)
 
 
 def select_per_class(labels: np.ndarray, per_class: Optional[int], seed: int, names: Sequence[str],
@@ -101,6 +139,9 @@ def select_per_class(labels: np.ndarray, per_class: Optional[int], seed: int, na
     chosen = []
     for k, name in enumerate(names):
         rows = np.flatnonzero(labels == k)
+        if not len(rows):
+            raise UsageError(f"class '{name}' has no images in split '{split}', so {flag} {per_class} cannot be met: "
+                             f"pass {flag} all to take the split as it is, or a split where every class appears")
         if len(rows) < per_class:
             raise UsageError(f"class '{name}' has only {len(rows)} images in split '{split}', fewer than "
                              f"{flag} {per_class}: lower it to at most {len(rows)}")

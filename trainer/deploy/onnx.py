@@ -16,7 +16,7 @@ from ..data.placement import place_splits
 from ..errors import UsageError
 from ..evaluation.runs import eval_split_for
 from ..models import load_trained
-from ..run_files import MODEL_FILE
+from ..run_files import MODEL_FILE, atomic_write, write_json
 
 MAX_DISAGREEMENT = 0.005
 INPUT, OUTPUT = "image", "logits"
@@ -73,22 +73,25 @@ def input_spec(view: View, label_names: Sequence[str], squares: bool = True) -> 
 
 
 def export_onnx(model: torch.nn.Module, spec: dict[str, Any], path: str) -> None:
-    """torch.onnx (dynamo exporter), batch dimension free, weights inside the file, spec in its metadata."""
+    """torch.onnx (dynamo exporter), batch dimension free, weights inside the file, spec in its metadata; written
+    under a temporary name (removed on any failure) and renamed."""
     import onnx
 
     size = spec["shape"][-1]
-    tmp = path + ".tmp"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(2, 3, size, size),), tmp, input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                          external_data=False, verbose=False)
-    proto = onnx.load(tmp)
-    for key, value in spec.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, tmp)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (torch.zeros(2, 3, size, size),), tmp, input_names=[INPUT],
+                              output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                              external_data=False, verbose=False)
+        proto = onnx.load(tmp)
+        for key, value in spec.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(value)
+        onnx.save(proto, tmp)
+
+    atomic_write(path, write)
 
 
 def quantize_int8(src: str, dst: str) -> None:
@@ -100,8 +103,8 @@ def quantize_int8(src: str, dst: str) -> None:
     # The patch embedding stays fp32: on an AVX2 CPU ONNX Runtime's ConvInteger took 3x the fp32 Conv's time
     # (profiled, vit_tiny at 224, batch 32), and per-channel weight scales cost nothing at run time; with both, int8
     # throughput went from 1.25x to 1.38x ORT fp32 (README, Deployment).
-    quantize_dynamic(src, dst + ".tmp", weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True)
-    os.replace(dst + ".tmp", dst)
+    atomic_write(dst, lambda tmp: quantize_dynamic(src, tmp, weight_type=QuantType.QInt8,
+                                                   op_types_to_quantize=["MatMul"], per_channel=True))
 
 
 def ort_session(path: str, threads: Optional[int] = None) -> Any:
@@ -151,8 +154,13 @@ def export_run(run: str, output: Optional[str] = None, int8: bool = False, batch
     trained = load_trained(run, "--run")
     model, cfg = trained.model, trained.config
     path = output or os.path.join(os.path.dirname(trained.weights), ONNX_FILE)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"--output {path} is a folder: pass a file path, such as {os.path.join(path, ONNX_FILE)}")
+    if not os.path.isdir(folder):
         raise UsageError(f"--output {path}: its folder does not exist: create it or pass another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--output {path}: its folder {folder} is not writable: pass a path you can write")
     view = cfg.view
     split, _ = eval_split_for(cfg, cache_dir=cache_dir)
     place_splits([split], "auto", torch.device("cpu"))
@@ -169,6 +177,5 @@ def export_run(run: str, output: Optional[str] = None, int8: bool = False, batch
     result = compare(model.float(), sessions, batches)
     result.update(passed=1 - result["agreement"] <= MAX_DISAGREEMENT, checkpoint=run,
                   **{("onnx" if name == "onnx" else "onnx_int8"): f for name, f in files.items()})
-    with open(parity_path(path), "w") as f:
-        json.dump({"input": spec, "parity": result}, f, indent=1)
+    write_json(parity_path(path), {"input": spec, "parity": result})
     return result

@@ -133,11 +133,8 @@ def _read_slot(path: str, folder_name: str, width: int) -> Optional[tuple[torch.
 def _write_slot(path: str, folder_name: str, rows: torch.Tensor, values: torch.Tensor) -> None:
     order = rows.argsort()
     tensors = {"rows": rows[order].contiguous(), "values": values[order].cpu().contiguous()}
-    try:
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": folder_name}))
-    except OSError as err:
-        raise UsageError(f"could not write the teacher cache {path} ({err.strerror}): pass a writable "
-                         "--teacher-cache-dir with room to spare") from None
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": folder_name}),
+                 "pass a writable --teacher-cache-dir with room to spare")
 
 
 def cache_folder_name(parts: list[Any]) -> str:

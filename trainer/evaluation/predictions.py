@@ -24,11 +24,11 @@ def predictions_digest(weights_digest: str, selection_digest: str, view: View, a
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
 
 
-def save_eval_predictions(folder: str, preds: torch.Tensor, top1: float, digest: str) -> None:
+def save_eval_predictions(folder: str, preds: torch.Tensor, top1: float, digest: str, fix: Optional[str] = None) -> None:
     """The run's final eval predictions, so that a student distilled from it need not evaluate it again."""
     tensors = {"preds": preds.detach().to("cpu", torch.int64).contiguous()}
     atomic_write(os.path.join(folder, EVAL_FILE),
-                 lambda tmp: save_file(tensors, tmp, metadata={"key": digest, "top1": repr(float(top1))}))
+                 lambda tmp: save_file(tensors, tmp, metadata={"key": digest, "top1": repr(float(top1))}), fix)
 
 
 def load_eval_predictions(folder: str, digest: str) -> Optional[tuple[torch.Tensor, float]]:

@@ -30,6 +30,9 @@ from .study_data import build_digits, build_standin
 
 
 
+OVERRIDES = ("epochs", "samples_per_class", "batch_size", "standin_epochs", "standin_per_class")  # of the preset
+
+
 @dataclass
 class StudyArgs:
     """The study's command line."""
@@ -108,8 +111,8 @@ def _preset(args: StudyArgs) -> Preset:
         p.dataset = args.dataset or p.dataset
         open_dataset(p.dataset)  # without data no part can run: fail now, with one line, rather than six times
         os.makedirs(args.output_dir, exist_ok=True)
-    for name in ("epochs", "samples_per_class", "batch_size", "standin_epochs", "standin_per_class"):
-        if getattr(args, name):
+    for name in OVERRIDES:
+        if getattr(args, name) is not None:
             setattr(p, name, getattr(args, name))
     return p
 
@@ -127,6 +130,10 @@ def announce(p: Preset, args: StudyArgs) -> None:
 
 def run_study(args: StudyArgs) -> dict[str, Any]:
     """Run (or continue) the six runs and the throughput benchmark, then write the report."""
+    for name in OVERRIDES:  # checked before anything is built or written
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     p = _preset(args)
     announce(p, args)
     if args.estimate_only:

@@ -10,13 +10,13 @@ import shutil
 import zipfile
 from typing import Any, Optional
 
-import torch
 from accelerate import Accelerator
 from safetensors import safe_open
 
 from ..config import TrainConfig
-from ..distributed import reduce_sum
-from ..errors import UsageError, human_size, warn
+from ..distributed import all_succeeded
+from ..errors import UsageError, warn
+from ..run_files import WriteFailed, write_failed
 
 STATE_FILE = "trainer_state.json"
 # Arguments that may change between a run and its resumption: they do not touch the weights or the metrics.
@@ -115,7 +115,9 @@ def check_resumable(cfg: TrainConfig) -> Optional[str]:
     with open(os.path.join(folder, STATE_FILE)) as f:
         saved = json.load(f).get("args", {})
     now = json.loads(json.dumps(_trajectory_args(cfg)))  # tuples and lists compare as JSON would
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    # An option newer than the checkpoint was, then, at its default.
+    defaults = json.loads(json.dumps(_trajectory_args(TrainConfig())))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k, defaults.get(k)) != now.get(k))
     if changed:
         first = changed[0]
         raise UsageError(f"--resume-from {folder} was saved by a run with other arguments ({', '.join(changed)}; "
@@ -136,18 +138,11 @@ def load_checkpoint(accelerator: Accelerator, folder: str) -> dict[str, Any]:
     return state
 
 
-def _all_succeeded(error: Optional[OSError], accelerator: Accelerator) -> bool:
-    """Every process learns whether any of them failed (no process waits forever for one that gave up)."""
-    failed = reduce_sum(torch.tensor(float(error is not None), device=accelerator.device), accelerator)
-    return not bool(failed.item())
-
-
-def _write_failed(root: str, error: Optional[OSError], previous: Optional[str]) -> UsageError:
-    free = shutil.disk_usage(root if os.path.isdir(root) else os.path.dirname(os.path.abspath(root))).free
-    why = error.strerror if error is not None and error.strerror else (str(error) if error else "on another process")
+def _write_failed(root: str, error: Optional[Exception], previous: Optional[str]) -> UsageError:
     kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-    return UsageError(f"could not write a checkpoint in {root} ({why}; {human_size(free)} free there): free space or "
-                      f"fix the permissions there, then resume with --resume-from auto; {kept}")
+    line = str(write_failed(root, error or RuntimeError("on another process"), "free space or fix the permissions "
+                            f"there, then resume with --resume-from auto; {kept}"))
+    return WriteFailed(line.replace("could not write ", "could not write a checkpoint in ", 1))
 
 
 def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str, Any]) -> str:
@@ -158,7 +153,7 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str,
     tmp = os.path.join(root, f"{_TMP_PREFIX}{state['step']}")
     found = list_checkpoints(cfg.output_dir)
     previous = found[-1] if found else None
-    error: Optional[OSError] = None
+    error: Optional[Exception] = None
     try:
         if accelerator.is_main_process:
             os.makedirs(root, exist_ok=True)
@@ -167,12 +162,12 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str,
                     shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     except OSError as err:
         error = err
-    if _all_succeeded(error, accelerator):  # also the barrier: the folder exists and is empty for everyone
+    if all_succeeded(error, accelerator):  # also the barrier: the folder exists and is empty for everyone
         try:
             accelerator.save_state(tmp)
-        except OSError as err:
+        except Exception as err:  # a full disk: OSError (numpy), RuntimeError (torch), SafetensorError (safetensors)
             error = err
-    if _all_succeeded(error, accelerator) and accelerator.is_main_process:
+    if all_succeeded(error, accelerator) and accelerator.is_main_process:
         try:
             files = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)
                      if os.path.isfile(os.path.join(tmp, name))}
@@ -182,7 +177,7 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str,
             os.replace(tmp, final)
         except OSError as err:
             error = err
-    if not _all_succeeded(error, accelerator):
+    if not all_succeeded(error, accelerator):
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         raise _write_failed(root, error, previous)

@@ -15,8 +15,7 @@ from ..data.plan import steps_per_epoch
 from ..errors import Preempted, UsageError
 from ..evaluation.inference import EvalResult, evaluate_split
 from ..evaluation.per_class import per_class_report
-from ..evaluation.predictions import predictions_digest, save_eval_predictions
-from ..run_files import CONFIG_FILE, EVAL_FILE, MODEL_FILE, RUN_FILES, SUMMARY_FILE, file_digest, save_state_dict, write_json
+from ..run_files import EVAL_FILE, RUN_FILES
 from ..run_records import RunConfig, RunSummary
 from .batches import EpochBatches, MicroStep
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -24,6 +23,7 @@ from .meters import Meter
 from .optim import build_optimizer
 from .preemption import StopSignal
 from .run_log import RunLog
+from .run_output import write_run_files
 from .setup import Setup
 from .state import LoopState
 from .tasks import StepOutput, Task
@@ -45,39 +45,44 @@ class Training:
     saved: tuple[int, str] = (-1, "")  # (step, folder) of the newest checkpoint saved
 
 
-def fit(setup: Setup, task: Task) -> dict[str, Any]:
+def fit(setup: Setup, task: Task, stop: Optional[StopSignal] = None) -> dict[str, Any]:
     """Train the task's model on setup.data; write the run files; return summary.json's content.
-    SIGTERM / SIGINT end it after the current optimizer step with a checkpoint (Preempted)."""
+    SIGTERM / SIGINT end it after the current optimizer step with a checkpoint (Preempted); after the last step they
+    wait for the final files. `stop`: the caller's, when it covers more of the run (trainer.api.train's does)."""
+    if stop is None:
+        with StopSignal() as own:
+            return fit(setup, task, own)
+    stop.watch(setup.accelerator)
     t = start(setup, task)
     cfg, state = setup.cfg, t.state
     t.model.train()
-    with StopSignal(setup.accelerator) as stop:
-        for epoch in range(state.epoch, cfg.epochs):
-            batches = EpochBatches(setup.data.train, setup.view, cfg, setup.accelerator, epoch)
-            if state.micro == 0:
-                state.new_epoch()
-            bar = tqdm(total=len(batches), initial=state.micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=not (setup.accelerator.is_main_process and cfg.progress), dynamic_ncols=True)
-            state.clock.start()
-            for micro in batches.starting_at(state.micro):
-                out = forward_backward(t, micro)
-                state.record(out.loss, out.logits, micro.batch.labels, out.parts)
-                state.micro = micro.index + 1
-                bar.update(1)
-                if not micro.sync:
-                    continue
-                optimizer_step(t)
-                end_of_epoch = micro.index == micro.count - 1
-                if end_of_epoch:
-                    state.epoch, state.micro = epoch + 1, 0
-                log_and_evaluate(t, epoch + (micro.index + 1) / micro.count, end_of_epoch, bar)
-                if checkpoint_due(cfg.checkpoint_every, state.step, end_of_epoch):
-                    checkpoint(t)
-                if stop.due():
-                    bar.close()
-                    raise stopped(t, stop.received or "a signal")
-            state.clock.stop()
-            bar.close()
+    for epoch in range(state.epoch, cfg.epochs):
+        batches = EpochBatches(setup.data.train, setup.view, cfg, setup.accelerator, epoch)
+        if state.micro == 0:
+            state.new_epoch()
+        bar = tqdm(total=len(batches), initial=state.micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not (setup.accelerator.is_main_process and cfg.progress), dynamic_ncols=True)
+        state.clock.start()
+        for micro in batches.starting_at(state.micro):
+            out = forward_backward(t, micro)
+            state.record(out.loss, out.logits, micro.batch.labels, out.parts)
+            state.micro = micro.index + 1
+            bar.update(1)
+            if not micro.sync:
+                continue
+            optimizer_step(t)
+            end_of_epoch = micro.index == micro.count - 1
+            if end_of_epoch:
+                state.epoch, state.micro = epoch + 1, 0
+            log_and_evaluate(t, epoch + (micro.index + 1) / micro.count, end_of_epoch, bar)
+            if checkpoint_due(cfg.checkpoint_every, state.step, end_of_epoch):
+                checkpoint(t)
+            if stop.due():
+                bar.close()
+                raise stopped(t, stop.received or "a signal")
+        state.clock.stop()
+        bar.close()
+    stop.finishing()
     state.check_finite(cfg.output_dir)
     if t.last_eval is None:  # resumed from the very last checkpoint: nothing left to train, evaluate once
         t.last_eval = evaluate_now(t, keep_preds=True)
@@ -191,7 +196,7 @@ def checkpoint(t: Training) -> str:
 def stopped(t: Training, signame: str) -> Preempted:
     """The stop every process agreed on: a checkpoint at this step (unless one was just saved), the log kept."""
     folder = t.saved[1] if t.saved[0] == t.state.step else checkpoint(t)
-    return Preempted(signame, t.state.step, folder)
+    return Preempted(signame, t.state.step, folder, t.setup.cfg.resume_from == "auto")
 
 
 def finish(t: Training) -> dict[str, Any]:
@@ -216,15 +221,9 @@ def finish(t: Training) -> dict[str, Any]:
         summary.per_class = per_class_report(final_eval.preds, setup.data.eval.labels, setup.data.label_names)
     # A student's teacher runs eagerly: a compiled model's predictions are not what it would give.
     files = [f for f in RUN_FILES if f != EVAL_FILE or not cfg.compile]
-    if acc.is_main_process:
-        save_state_dict(weights, os.path.join(cfg.output_dir, MODEL_FILE))
-        config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry())
-        write_json(os.path.join(cfg.output_dir, CONFIG_FILE), config.to_json())
-        write_json(os.path.join(cfg.output_dir, SUMMARY_FILE), summary.to_json())
-        if EVAL_FILE in files and final_eval.preds is not None:
-            digest = predictions_digest(file_digest(os.path.join(cfg.output_dir, MODEL_FILE)),
-                                        setup.data.eval.selection_digest, setup.view, acc)
-            save_eval_predictions(cfg.output_dir, final_eval.preds, final_eval.top1, digest)
+    config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry())
+    write_run_files(cfg.output_dir, weights, config, summary, final_eval.preds if EVAL_FILE in files else None,
+                    setup.data, setup.view, acc)
     acc.wait_for_everyone()
     for tracker in acc.trackers:  # the process group stays: the entry point closes it (end_processes)
         tracker.finish()

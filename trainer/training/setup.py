@@ -16,9 +16,9 @@ from ..data.loading import DataBundle, default_cache_dir, load_data
 from ..data.placement import place_splits
 from ..distributed import main_process_first, make_accelerator, precision_warning
 from ..errors import UsageError, warn
-from ..models import create_model, input_view
+from ..models import create_model, input_view, probe_model
 from ..run_files import FINISHED_FILES, output_dir_in_use
-from .checkpoints import check_resumable
+from .checkpoints import check_resumable, list_checkpoints
 
 
 @dataclass
@@ -42,25 +42,38 @@ def _eval_crop(cfg: TrainConfig) -> EvalCrop:
     return EvalCrop(size, float(pcfg.crop_pct) if pcfg is not None and pcfg.crop_pct else 0.875)
 
 
+def check_output_dir(cfg: TrainConfig, resume_checkpoint: Optional[str]) -> None:
+    """A finished run's files are replaced only with --overwrite, an unfinished run's checkpoints only continued
+    (--resume-from) or replaced; the log of a run that ended before its first checkpoint is only a log."""
+    if cfg.overwrite or resume_checkpoint:
+        return
+    out = cfg.output_dir
+    finished = output_dir_in_use(out, FINISHED_FILES)
+    if finished:
+        raise UsageError(f"--output-dir {out} already holds a run ({finished}): pass --overwrite to replace it, "
+                         "or another folder")
+    if list_checkpoints(out):
+        raise UsageError(f"--output-dir {out} holds the checkpoints of an unfinished run: pass --resume-from auto to "
+                         "continue it, --overwrite to replace it, or another folder")
+    if output_dir_in_use(out):
+        warn(f"--output-dir {out} holds the log of a run that ended before its first checkpoint: starting afresh")
+
+
 def build_setup(cfg: TrainConfig) -> Setup:
     """Everything that can fail on bad input, before anything is written to the output folder."""
     accelerator = make_accelerator(cfg.mixed_precision, cfg.report_to, cfg.output_dir)
     if (slow := precision_warning(str(accelerator.mixed_precision), accelerator.device)) is not None:
         warn(slow)
     resume_checkpoint = check_resumable(cfg)
-    in_use = output_dir_in_use(cfg.output_dir)
-    # 'auto' without a checkpoint starts afresh over the log of a run cut off before its first one, not over a
-    # finished run's files.
-    fresh_allowed = cfg.resume_from == "auto" and not output_dir_in_use(cfg.output_dir, FINISHED_FILES)
-    if in_use and not (cfg.overwrite or resume_checkpoint or fresh_allowed):
-        raise UsageError(f"--output-dir {cfg.output_dir} already holds a run ({in_use}): pass --overwrite to replace it, "
-                         "--resume-from auto to continue it, or another folder")
+    check_output_dir(cfg, resume_checkpoint)
+    if not cfg.pretrained_file:  # what timm refuses is found now, not after decoding (a file is checked when read)
+        probe_model(cfg.model, {**cfg.model_kwargs, **({"img_size": cfg.img_size} if cfg.img_size else {})})
     set_seed(cfg.seed)
     data = main_process_first(accelerator, lambda: load_data(
         cfg.dataset, cfg.train_split, cfg.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
         samples_per_class=cfg.samples_per_class, eval_samples_per_class=cfg.eval_samples_per_class, seed=cfg.seed,
         crop=_eval_crop(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config,
-        progress=cfg.progress and accelerator.is_main_process))
+        progress=cfg.progress and accelerator.is_main_process, skip_bad=cfg.skip_bad_images))
     set_seed(cfg.seed)  # the same initial weights whatever the data step drew
     model, head_note = main_process_first(accelerator, lambda: create_model(
         cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,

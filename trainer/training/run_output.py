@@ -1,0 +1,51 @@
+"""What a run leaves when it ends: model.safetensors, config.json, summary.json and the final eval predictions,
+written by the main process; all of them or none (a failed write removes the ones before it), agreed by every process."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+
+from ..data.augment import View
+from ..data.loading import DataBundle
+from ..distributed import all_succeeded
+from ..evaluation.predictions import predictions_digest, save_eval_predictions
+from ..run_files import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed, file_digest, save_state_dict, \
+    write_json
+from ..run_records import RunConfig, RunSummary
+from .checkpoints import list_checkpoints
+
+
+def _fix(output_dir: str) -> str:
+    found = list_checkpoints(output_dir)
+    if found:
+        return (f"free space there, then run the same command with --resume-from auto: it continues from {found[-1]} "
+                "(the weights trained since are lost)")
+    return ("free space there and run the command again: no resumable checkpoint exists (--checkpoint-every keeps "
+            "them), so the run starts from the beginning")
+
+
+def write_run_files(output_dir: str, weights: dict[str, torch.Tensor], config: RunConfig, summary: RunSummary,
+                    eval_preds: Optional[torch.Tensor], data: DataBundle, view: View, accelerator: Accelerator) -> None:
+    """The finished run's files, each written atomically; WriteFailed (on every process) when any cannot be."""
+    error: Optional[WriteFailed] = None
+    written: list[str] = []
+    if accelerator.is_main_process:
+        fix = _fix(output_dir)
+        try:
+            for name, write in ((MODEL_FILE, lambda p: save_state_dict(weights, p, fix)),
+                                (CONFIG_FILE, lambda p: write_json(p, config.to_json(), fix)),
+                                (SUMMARY_FILE, lambda p: write_json(p, summary.to_json(), fix))):
+                write(os.path.join(output_dir, name))
+                written.append(os.path.join(output_dir, name))
+            if eval_preds is not None:
+                digest = predictions_digest(file_digest(written[0]), data.eval.selection_digest, view, accelerator)
+                save_eval_predictions(output_dir, eval_preds, summary.eval_top1, digest, fix)
+        except WriteFailed as err:
+            error = err
+            for path in written:  # a folder with a model but no summary would look like a finished run that is not
+                os.remove(path)
+    if not all_succeeded(error, accelerator):
+        raise error or WriteFailed(f"the main process could not write the run's final files in {output_dir}")
