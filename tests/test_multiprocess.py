@@ -213,3 +213,20 @@ def test_sigterm_to_both_processes_saves_one_checkpoint_and_continues_exactly(tw
     res = torchrun(2, *args)
     assert res.returncode == 0, res.stderr[-4000:]
     assert_same_run(ref, out)
+
+
+def test_a_full_disk_at_the_final_files_stops_both_processes_with_one_line(odd_dataset, cache_dir, tmp_path):
+    """Only the main process writes the run's files; the other learns that it failed and stops with it."""
+    from .helpers import SmallDisk, files_under
+
+    with SmallDisk(tmp_path / "disk", "1m") as disk:
+        out = disk / "run"
+        args = _two_process_args(odd_dataset, out, cache_dir)
+        args[args.index("--epochs") + 1] = "1"
+        res = torchrun(2, *args)
+        ours = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+        assert res.returncode != 0 and len(ours) == 1, res.stderr[-4000:]
+        assert f"could not write {out / 'model.safetensors'}" in ours[0] and "No space left on device" in ours[0]
+        # No rank's own traceback: the one traceback there may be is torchrun's report of the failed worker.
+        assert res.stderr.count("Traceback") <= 1 and ("ChildFailedError" in res.stderr or "Traceback" not in res.stderr)
+        assert files_under(out) == ["metrics.jsonl"]
