@@ -107,3 +107,23 @@ def test_real_cifar10_selection(cache_dir):
     assert torch.bincount(bundle.train.labels).tolist() == [20] * 10
     assert bundle.train.images.shape == (200, 3, 32, 32)
     assert len(bundle.eval) == 50
+
+
+@pytest.mark.parametrize("how", [{"eval_split": "train"}, {"val_split_percent": 25.0}])
+def test_an_eval_set_carved_from_the_train_split_never_holds_a_training_image(toy_dataset, tmp_path, how):
+    data = load_data(str(toy_dataset), samples_per_class=30, seed=5, cache_dir=str(tmp_path), **how)
+    train, held = set(data.train.indices.tolist()), set(data.eval.indices.tolist())
+    percent = how.get("val_split_percent", 10.0)
+    assert not train & held and len(train) == 4 * 30
+    assert np.bincount(data.eval.labels.numpy()).tolist() == [round(60 * percent / 100)] * 4  # per class
+    assert f"eval: {percent:g}% of split 'train' held out per class by --seed" in data.eval_note
+    again = load_data(str(toy_dataset), samples_per_class=30, seed=5, cache_dir=str(tmp_path), **how)
+    assert np.array_equal(again.eval.indices, data.eval.indices)  # the seed decides
+    other = load_data(str(toy_dataset), samples_per_class=30, seed=6, cache_dir=str(tmp_path), **how)
+    assert not np.array_equal(other.eval.indices, data.eval.indices)
+
+
+def test_a_dataset_without_a_test_split_is_pointed_to_a_held_out_part(tmp_path):
+    data = make_dataset(tmp_path / "d", {"train": 10})
+    with pytest.raises(UsageError, match=r"split 'test' not found.*--val-split-percent 10"):
+        load_data(str(data), cache_dir=str(tmp_path / "c"))

@@ -52,4 +52,12 @@ def test_bf16_is_not_picked_where_it_is_emulated(monkeypatch, capability, study_
     if warned:
         assert "emulated" in line and "--mixed-precision fp16" in line and f"{capability[0]}.{capability[1]}" in line
     assert precision_warning("fp16", torch.device("cuda")) is None
+    monkeypatch.setattr("trainer.distributed.cpu_bf16_is_emulated", lambda: False)
     assert precision_warning("bf16", torch.device("cpu")) is None
+
+
+def test_bf16_on_a_cpu_without_bf16_arithmetic_says_so(monkeypatch):
+    monkeypatch.setattr("trainer.distributed.cpu_bf16_is_emulated", lambda: True)
+    line = precision_warning("bf16", torch.device("cpu"))
+    assert line is not None and "emulated on this CPU" in line and "fp32" in line
+    assert precision_warning("no", torch.device("cpu")) is None

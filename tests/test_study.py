@@ -83,21 +83,48 @@ def test_an_export_is_reused_only_while_it_is_newer_than_the_weights(tmp_path):
     assert previous_export(str(run)) is None
 
 
-def test_missing_pretrained_weights_are_reported_not_replaced(tmp_path, cache_dir, monkeypatch):
+@pytest.mark.parametrize("weights, words", [("missing.safetensors", "does not exist"),
+                                            ("other.safetensors", "does not fit model 'vit_base_patch16_224'")])
+def test_a_weight_file_that_cannot_serve_is_refused_before_anything_is_trained(tmp_path, cache_dir, capsys, weights,
+                                                                               words):
+    from safetensors.torch import save_file
+
+    save_file({"x": __import__("torch").zeros(2)}, str(tmp_path / "other.safetensors"))
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as stop:
+        study_main(["--preset", "demo", "--output-dir", str(out), "--cache-dir", str(cache_dir), "--no-progress",
+                    "--pretrained-base-file", str(tmp_path / weights)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "--pretrained-base-file" in err[0] and words in err[0], err
+    assert not out.exists()  # nothing built, nothing trained
+
+
+def test_a_part_that_fails_is_reported_and_the_others_run(tmp_path, cache_dir, monkeypatch):
     import sys
 
+    import trainer.study.four_parts as four_parts
+    from trainer.errors import UsageError
+
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # nor is the [deploy] extra installed
+    real = four_parts.train_once
+
+    def part2_fails(cfg):
+        if cfg.output_dir.endswith("part2_base_pretrained"):
+            raise UsageError("the loss became non-finite at step 3")
+        return real(cfg)
+
+    monkeypatch.setattr(four_parts, "train_once", part2_fails)
     out = tmp_path / "demo"
     study = study_main(["--preset", "demo", "--output-dir", str(out), "--epochs", "1", "--samples-per-class", "8",
                         "--standin-epochs", "1", "--standin-per-class", "8", "--cache-dir", str(cache_dir),
-                        "--no-progress", "--seed", "7", "--pretrained-base-file", str(tmp_path / "missing.safetensors")])
+                        "--no-progress", "--seed", "7"])
     assert not (out / "part2_base_pretrained" / "summary.json").exists()
     assert not (out / "part4_tiny_distilled" / "summary.json").exists()
     notes = " ".join(study["notes"])
     assert "part2_base_pretrained: not run" in notes and "part4_tiny_distilled: not run" in notes
     assert "part4_tiny_feature: not run" in notes
     report = (out / "report.md").read_text()
-    assert "## Not run" in report and "missing.safetensors" in report
+    assert "## Not run" in report and "non-finite at step 3" in report
     assert "ONNX Runtime figures not measured: ONNX export needs onnxruntime" in report
     assert "ort_fp32_latency_ms_bs1" not in study["throughput"]["tiny"]
     assert not (out / "part1_base_scratch" / "model.onnx").exists()
@@ -127,7 +154,16 @@ def test_the_hw2_study_without_a_gpu_says_how_long_and_points_to_the_demo(tmp_pa
     # 2 ViT-B runs of 10,000 images x 5 epochs at 50 ms = 83 min of training alone; the evaluations add more.
     hours = float(line.split("estimated ")[1].split(" h")[0])
     assert 1.5 < hours < 5 and " h on this cpu" in line and "--preset demo" in line
-    assert not any(out.iterdir())  # nothing run
+    assert "a training image takes 50 ms (ViT-B) and 5 ms (ViT-Ti)" in line  # what the estimate rests on
+    assert not out.exists()  # nothing run, nothing written
+
+
+def test_an_estimate_needs_no_study_folder(tmp_path, toy_dataset, capsys, monkeypatch):
+    _fixed_costs(monkeypatch)
+    monkeypatch.setattr("trainer.study.estimate.busy", lambda: (7.5, 2))
+    assert study_main(["--preset", "hw2", "--dataset", str(toy_dataset), "--estimate-only"]) == {}
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("study: estimated ") and "busy while it measured (load 7.5 on 2 cores)" in line
 
 
 def test_the_estimate_counts_the_work(monkeypatch):

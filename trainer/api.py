@@ -9,7 +9,7 @@ from .errors import is_main_rank
 from .run_files import OutputFolder
 from .training.loop import fit
 from .training.preemption import StopSignal
-from .training.setup import Setup, build_setup
+from .training.setup import Setup, already_complete, build_setup
 from .training.tasks import Classification, Task
 
 __all__ = ["TrainConfig", "train", "task_for"]
@@ -29,5 +29,8 @@ def train(cfg: TrainConfig, make_task: Optional[Callable[[TrainConfig, Setup], T
     validate(cfg)
     # From the first write to the last: a signal stops the run where nothing is lost, and one run holds the folder.
     with StopSignal() as stop, OutputFolder(cfg.output_dir, main=is_main_rank()):
+        done = already_complete(cfg)
+        if done is not None:
+            return done
         setup = build_setup(cfg)
         return fit(setup, (make_task or task_for)(cfg, setup), stop)

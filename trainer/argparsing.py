@@ -8,8 +8,9 @@ from typing import Any, NoReturn, Optional, Sequence
 from .errors import UsageError
 
 
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except where the help already explains them or there is none to show."""
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where the help already explains them or there is none to show; keep the description's
+    lines (its example commands) as written."""
 
     def _get_help_string(self, action: argparse.Action) -> Optional[str]:
         text = action.help or ""
@@ -53,6 +54,9 @@ def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         out[key.strip()] = literal(raw.strip())
     return out
+
+
+RUNS_OWN = -1  # --eval-samples-per-class not given: the run's own choice on its own split, the whole of another
 
 
 def count_or_all(raw: str) -> Optional[int]:

@@ -51,7 +51,11 @@ class TrainConfig:
     dataset: str = _data("uoft-cs/cifar10", "hub id or local folder (load_dataset or save_to_disk)")
     dataset_config: Optional[str] = _data(None, "dataset configuration name, if any", parse=str)
     train_split: str = _data("train", "split to train on")
-    eval_split: str = _data("test", "split to evaluate on")
+    eval_split: str = _data("test", "split to evaluate on; the train split itself means: its --val-split-percent held out")
+    val_split_percent: Optional[float] = _data(
+        None, "evaluate on this percent of the train split, held out per class by --seed and never trained on (for a "
+        "dataset with no other split; 10 where --eval-split is the train split)", parse=float, metavar="P",
+        check=lambda v: 0 < v < 100, rule="in (0, 100)")
     image_column: Optional[str] = _data(None, "default: the column whose feature is Image", parse=str)
     label_column: Optional[str] = _data(None, "default: the column whose feature is ClassLabel", parse=str)
     samples_per_class: Optional[int] = _data(

@@ -51,23 +51,19 @@ def warn(line: str) -> None:
 
 
 def quiet_libraries() -> None:
-    """Keep stderr for our own lines: datasets' split bars and the hub client's retry chatter are noise here."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Keep stderr for our own lines: datasets' split bars and the hub client's retry chatter are noise here. Through
+    the environment, which both read when imported (so that a command's --help imports neither), and through their
+    own switches where they are imported already."""
+    for key, value in (("TOKENIZERS_PARALLELISM", "false"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+                       ("DATASETS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error")):
+        os.environ.setdefault(key, value)
     for name in ("datasets", "huggingface_hub", "timm"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import huggingface_hub.utils.logging as hub_logging
-
-        hub_logging.set_verbosity_error()
-    except ImportError:
-        pass
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except ImportError:
-        pass
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+        sys.modules["datasets"].logging.set_verbosity_error()
 
 
 def exit_on_usage_error(fn: Callable[..., T]) -> Callable[..., T]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -62,10 +63,27 @@ def _unbuildable(name: str, err: BaseException, kwargs: dict) -> UsageError:
     return UsageError(f"timm model '{name}' cannot be built{size} with --model-kwargs {given} ({why}): check the values")
 
 
-def probe_model(name: str, kwargs: dict) -> None:
+def _hub_unreachable(name: str, err: BaseException) -> UsageError:
+    return UsageError(f"could not get pretrained weights for '{name}' from the Hugging Face Hub "
+                      f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); offline, "
+                      "download the weights elsewhere and pass --pretrained-file FILE")
+
+
+def probe_model(name: str, kwargs: dict, pretrained: bool = False) -> None:
     """Build the model on the meta device (nothing allocated, a fraction of a second) and run one forward: what timm
-    refuses, and a patch grid that would drop edge pixels, are one line before any image is decoded."""
+    refuses, and a patch grid that would drop edge pixels, are one line before any image is decoded. With pretrained,
+    the hub weights are fetched now (into the hub's cache, where the real model finds them), so that weights that
+    cannot be had are found before decoding too."""
     check_model_name(name)
+    if pretrained:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # loading into meta tensors is a no-op, and torch says so per tensor
+                _timm_create(name, {k: v for k, v in kwargs.items() if k != "img_size"}, pretrained=True)
+        except TypeError as err:
+            raise _rejected(name, err, kwargs) from None
+        except Exception as err:
+            raise _hub_unreachable(name, err) from None
     try:
         with torch.device("meta"):
             model = _timm_create(name, kwargs, pretrained=False, num_classes=2)
@@ -115,9 +133,7 @@ def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None,
     except Exception as err:
         if not pretrained:
             raise _unbuildable(name, err, kwargs) from None
-        raise UsageError(f"could not get pretrained weights for '{name}' from the Hugging Face Hub "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); offline, "
-                         "download the weights elsewhere and pass --pretrained-file FILE") from None
+        raise _hub_unreachable(name, err) from None
     width = _head_in_features(model)
     if pretrained:
         source = int(_timm(model).pretrained_cfg.get("num_classes", num_classes))
@@ -128,12 +144,14 @@ def create_model(name: str, num_classes: int, *, img_size: Optional[int] = None,
     return model, note
 
 
-def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn.Module, str]:
-    shapes = read_weight_shapes(path, "--pretrained-file")
+def check_weights_file(name: str, path: str, kwargs: dict, flag: str = "--pretrained-file"
+                       ) -> tuple[dict[str, tuple[int, ...]], str]:
+    """(the file's tensor shapes, the model's classifier name) once a weights file is found readable and holding every
+    backbone weight of the model (built on the meta device: names only, nothing allocated); UsageError otherwise."""
+    shapes = read_weight_shapes(path, flag)
     try:
-        # Only the parameter names are needed: build on the meta device, allocating and initialising nothing.
         with torch.device("meta"):
-            probe = _timm_create(name, kwargs, pretrained=False, num_classes=num_classes)
+            probe = _timm_create(name, kwargs, pretrained=False, num_classes=2)
     except TypeError as err:
         raise _rejected(name, err, kwargs) from None
     classifier = _timm(probe).pretrained_cfg.get("classifier", "head")
@@ -141,9 +159,14 @@ def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn
     wanted = [k for k in probe.state_dict() if not k.startswith(f"{classifier}.")]
     missing = [k for k in wanted if k not in shapes]
     if missing:
-        raise UsageError(f"--pretrained-file {path} does not fit model '{name}': {len(missing)} of {len(wanted)} "
+        raise UsageError(f"{flag} {path} does not fit model '{name}': {len(missing)} of {len(wanted)} "
                          f"backbone weights are missing (e.g. {missing[0]}); pass a file saved from the same "
                          "architecture and --model-kwargs")
+    return shapes, classifier
+
+
+def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn.Module, str]:
+    shapes, classifier = check_weights_file(name, path, kwargs)
     head_shape = shapes.get(f"{classifier}.weight")
     source = int(head_shape[0]) if head_shape else num_classes
     overlay = dict(file=os.path.abspath(path), num_classes=source, custom_load=False)

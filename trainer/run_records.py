@@ -13,7 +13,7 @@ from .errors import UsageError
 from .run_files import SUMMARY_FILE
 
 REBUILD_KEYS = ("architecture", "num_classes", "img_size", "mean", "std")  # what rebuilding the model needs
-_CONFIG_KEYS = (*REBUILD_KEYS, "interpolation", "crop_pct", "label_names", "model_kwargs", "training_args")
+_CONFIG_KEYS = (*REBUILD_KEYS, "interpolation", "crop_pct", "label_names", "model_kwargs", "training_args", "crop_mode")
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,17 @@ class RunConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     training: TrainConfig = field(default_factory=TrainConfig)  # "training_args" in the file
     task: dict[str, Any] = field(default_factory=dict)  # the keys its task adds ("distillation": the teacher's settings)
+    # How its eval images were cut, as timm's pretrained_cfg names it: "center" (resize the shorter side to
+    # size / crop_pct, centre-crop: photos) or "squash" (square images of one size, resized whole: CIFAR); None in
+    # folders written before it was recorded.
+    crop_mode: Optional[str] = None
 
     @staticmethod
-    def of_training(cfg: TrainConfig, label_names: list[str], view: View, task: dict[str, Any]) -> RunConfig:
-        """The record of a run that has just trained."""
+    def of_training(cfg: TrainConfig, label_names: list[str], view: View, task: dict[str, Any],
+                    squares: bool = False) -> RunConfig:
+        """The record of a run that has just trained (squares: its eval images are photos stored as centre squares)."""
         return RunConfig(cfg.model, len(label_names), view.size, view.mean, view.std, view.interpolation, view.crop_pct,
-                         list(label_names), dict(cfg.model_kwargs), cfg, dict(task))
+                         list(label_names), dict(cfg.model_kwargs), cfg, dict(task), "center" if squares else "squash")
 
     @property
     def distillation(self) -> Optional[dict[str, Any]]:
@@ -59,7 +64,8 @@ class RunConfig:
         return {"architecture": self.architecture, "num_classes": self.num_classes, "label_names": self.label_names,
                 "model_kwargs": self.model_kwargs, "img_size": self.img_size, "mean": list(self.mean),
                 "std": list(self.std), "interpolation": self.interpolation, "crop_pct": self.crop_pct,
-                "training_args": self.training.to_dict(), **self.task}
+                "training_args": self.training.to_dict(), **self.task,
+                **({"crop_mode": self.crop_mode} if self.crop_mode else {})}
 
     @staticmethod
     def from_json(values: dict[str, Any], where: str = "config.json", what: str = "checkpoint") -> RunConfig:
@@ -71,7 +77,7 @@ class RunConfig:
                          tuple(values["mean"]), tuple(values["std"]), values.get("interpolation", "bicubic"),
                          float(values.get("crop_pct", 0.875)), values.get("label_names"),
                          dict(values.get("model_kwargs") or {}), TrainConfig.from_dict(values.get("training_args", {})),
-                         {k: v for k, v in values.items() if k not in _CONFIG_KEYS})
+                         {k: v for k, v in values.items() if k not in _CONFIG_KEYS}, values.get("crop_mode"))
 
     @staticmethod
     def read(path: str, what: str = "checkpoint") -> RunConfig:

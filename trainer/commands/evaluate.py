@@ -4,12 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any, Optional, Sequence
 
-from accelerate import PartialState
-
-from ..argparsing import OneLineParser, add_run_argument, count_or_all
-from ..distributed import end_processes
+from ..argparsing import RUNS_OWN, OneLineParser, add_run_argument, count_or_all
 from ..errors import exit_on_usage_error
-from ..evaluation.runs import RUNS_OWN, evaluate_run
 
 
 def build_parser() -> OneLineParser:
@@ -40,8 +36,16 @@ def build_parser() -> OneLineParser:
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Evaluate a run folder on a dataset split and print one JSON line."""
     args = vars(build_parser().parse_args(argv))
+    from accelerate import PartialState
+
+    from ..distributed import end_processes
+    from ..evaluation.runs import evaluate_run
+
     out = evaluate_run(args.pop("run"), **args)
     if PartialState().is_main_process:
+        agree = f", agreement with {out['compare_with']} {out['agreement']:.4f}" if "agreement" in out else ""
+        print(f"{out['checkpoint']} on split '{out['split']}' ({out['num_samples']} images): top1 {out['top1']:.4f}, "
+              f"loss {out['loss']:.4f}{agree}", flush=True)
         print(json.dumps(out), flush=True)
     end_processes()
     return out

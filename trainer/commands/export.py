@@ -14,7 +14,6 @@ import sys
 from typing import Any, Optional, Sequence
 
 from ..argparsing import OneLineParser, add_run_argument
-from ..deploy.onnx import MAX_DISAGREEMENT, export_run
 from ..errors import exit_on_usage_error
 
 
@@ -34,7 +33,13 @@ def build_parser() -> OneLineParser:
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Export, check, print one JSON line; exit 1 when the export disagrees with PyTorch."""
     args = build_parser().parse_args(argv)
+    from ..deploy.onnx import MAX_DISAGREEMENT, export_run
+
     out = export_run(args.run, args.output, args.int8, args.batch_size, args.cache_dir, args.max_samples)
+    int8 = f", int8 {out['top1_int8']:.4f} (agreement {out['agreement_int8']:.4f})" if "onnx_int8" in out else ""
+    print(f"exported {args.run} to {out['onnx']}{' and ' + out['onnx_int8'] if 'onnx_int8' in out else ''}: on "
+          f"{out['num_samples']} eval images agreement {out['agreement']:.4f}, top1 PyTorch {out['top1_torch']:.4f}, "
+          f"ONNX {out['top1_onnx']:.4f}{int8}; input spec and figures in {out['onnx']}.json", flush=True)
     print(json.dumps(out), flush=True)
     if not out["passed"]:
         print(f"export failed: ONNX Runtime disagrees with PyTorch on {1 - out['agreement']:.2%} of "

@@ -1,17 +1,22 @@
-"""Entry points behind train_cls.py and train_kd.py: parse, train, end the processes."""
+"""Entry points behind train_cls.py and train_kd.py: parse, train, end the processes. The library is imported after
+the command line is parsed, so that --help answers at once."""
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from ..api import train
 from ..config import parse_args
-from ..distributed import end_processes
 from ..errors import Preempted, exit_on_usage_error
 
 
-def _train(argv: Optional[Sequence[str]], kd: bool, prog: str) -> dict[str, Any]:
+@exit_on_usage_error
+def main(argv: Optional[Sequence[str]] = None, kd: bool = False) -> dict[str, Any]:
+    """Parse train_cls.py's (or, with kd, train_kd.py's) command line, train, end the processes."""
+    cfg = parse_args(argv, kd=kd, prog="train_kd.py" if kd else "train_cls.py")
+    from ..api import train
+    from ..distributed import end_processes
+
     try:
-        summary = train(parse_args(argv, kd=kd, prog=prog))
+        summary = train(cfg)
     except Preempted:  # every process stops at the same step: they can close the group together
         end_processes()
         raise
@@ -19,13 +24,11 @@ def _train(argv: Optional[Sequence[str]], kd: bool, prog: str) -> dict[str, Any]
     return summary
 
 
-@exit_on_usage_error
 def main_cls(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """accelerate launch train_cls.py ..."""
-    return _train(argv, False, "train_cls.py")
+    return main(argv, kd=False)
 
 
-@exit_on_usage_error
 def main_kd(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """accelerate launch train_kd.py --teacher RUN ..."""
-    return _train(argv, True, "train_kd.py")
+    return main(argv, kd=True)

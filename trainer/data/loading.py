@@ -1,6 +1,7 @@
 """A run's splits, decoded once into the decode cache and served by a store: what a run trains and evaluates on."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,10 +16,12 @@ from ..errors import UsageError, warn
 from .augment import EvalCrop
 from .decode import NotOneSize, first_shape
 from .decode_cache import cached_rows, decode_to_file
-from .sources import check_labels, class_names, find_columns, get_split, mapped_labels, open_dataset, select_per_class
+from .sources import (check_labels, class_names, find_columns, get_split, hold_out, mapped_labels, open_dataset,
+                      select_per_class)
 from .stores import CPU, DiskStore, Store
 
 CACHE_VERSION = 2  # 2: .npy files, memory-mapped by the disk store
+DEFAULT_VAL_SPLIT_PERCENT = 10.0  # of the train split, held out for evaluation where the dataset has no other split
 
 
 @dataclass
@@ -50,6 +53,7 @@ class DataBundle:
     image_column: str
     label_column: str
     fingerprint: str
+    eval_note: str = ""  # one line on where the eval images come from, where it is not simply --eval-split
 
 
 def default_cache_dir() -> str:
@@ -122,12 +126,16 @@ class _Source:
     image_column: str
     label_column: str
     names: list[str]
+    pool: Optional[np.ndarray] = None  # the rows it may choose from (None: all): the part of a split held out, or not
 
     def decoded(self, per_class: Optional[int], seed: int, flag: str, crop: Optional[EvalCrop], cache_dir: str,
                 progress: bool, skip_bad: bool = False) -> SplitData:
         """Exactly per_class rows of each class (None: all), decoded through the cache, on the disk store; with
         skip_bad, less the images that do not decode (a line says how many)."""
-        idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
+        if self.pool is None:
+            idx = select_per_class(self.labels, per_class, seed, self.names, self.split, flag)
+        else:
+            idx = self.pool[select_per_class(self.labels[self.pool], per_class, seed, self.names, self.split, flag)]
         if not len(idx):
             raise UsageError(f"split '{self.split}' has no images: pass a split that has some")
         path, squares, bad = decode_cached(self.ds, self.split, self.image_column, idx, crop, cache_dir, progress,
@@ -170,24 +178,40 @@ def load_data(dataset: str, train_split: str = "train", eval_split: str = "test"
               image_column: Optional[str] = None, label_column: Optional[str] = None,
               samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
               seed: int = 0, crop: Optional[EvalCrop] = None, cache_dir: Optional[str] = None,
-              dataset_config: Optional[str] = None, progress: bool = False, skip_bad: bool = False) -> DataBundle:
-    """Open the dataset, check it, choose the rows, and decode both splits into the cache (progress: a bar)."""
-    train, test = _open_splits(dataset, [(train_split, "--train-split"), (eval_split, "--eval-split")], image_column,
-                               label_column, dataset_config)
+              dataset_config: Optional[str] = None, progress: bool = False, skip_bad: bool = False,
+              val_split_percent: Optional[float] = None) -> DataBundle:
+    """Open the dataset, check it, choose the rows, and decode both splits into the cache (progress: a bar). Where
+    val_split_percent is given, or the eval split is the train split, the eval images are that percent (default
+    DEFAULT_VAL_SPLIT_PERCENT) of the train split held out per class, and the training images are chosen from the rest."""
+    note = ""
+    if val_split_percent is not None or eval_split == train_split:
+        percent = val_split_percent or DEFAULT_VAL_SPLIT_PERCENT
+        (whole,) = _open_splits(dataset, [(train_split, "--train-split")], image_column, label_column, dataset_config)
+        held, rest = hold_out(whole.labels, percent, seed, whole.names)
+        train, test = dataclasses.replace(whole, pool=rest), dataclasses.replace(whole, pool=held)
+        note = (f"eval: {percent:g}% of split '{train_split}' held out per class by --seed ({len(held)} of "
+                f"{len(whole.labels)} images), none of them among the training images")
+    else:
+        train, test = _open_splits(dataset, [(train_split, "--train-split"), (eval_split, "--eval-split")],
+                                   image_column, label_column, dataset_config)
     cache_dir = cache_dir or default_cache_dir()
     # The eval selection uses a different stream from the train one, so that the two never line up by accident.
     return DataBundle(train.decoded(samples_per_class, seed, "--samples-per-class", crop, cache_dir, progress,
                                     skip_bad),
                       test.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", crop, cache_dir,
                                    progress, skip_bad),
-                      train.names, train.image_column, train.label_column, train.ds._fingerprint)
+                      train.names, train.image_column, train.label_column, train.ds._fingerprint, note)
 
 
 def load_eval_split(dataset: str, eval_split: str = "test", *, image_column: Optional[str] = None,
                     label_column: Optional[str] = None, eval_samples_per_class: Optional[int] = None, seed: int = 0,
                     crop: Optional[EvalCrop] = None, cache_dir: Optional[str] = None,
-                    dataset_config: Optional[str] = None, skip_bad: bool = False) -> tuple[SplitData, list[str]]:
-    """One split to evaluate on, chosen as load_data chooses its eval split, and the class names."""
+                    dataset_config: Optional[str] = None, skip_bad: bool = False,
+                    held_out_percent: Optional[float] = None) -> tuple[SplitData, list[str]]:
+    """One split to evaluate on, chosen as load_data chooses its eval split (held_out_percent: from that part of the
+    split held out, as load_data holds it out), and the class names."""
     (source,) = _open_splits(dataset, [(eval_split, "--eval-split")], image_column, label_column, dataset_config)
+    if held_out_percent is not None:
+        source = dataclasses.replace(source, pool=hold_out(source.labels, held_out_percent, seed, source.names)[0])
     return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", crop,
                           cache_dir or default_cache_dir(), False, skip_bad), source.names

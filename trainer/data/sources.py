@@ -48,7 +48,10 @@ def get_split(dsdict: datasets.DatasetDict | datasets.Dataset, split: str, flag:
     if isinstance(dsdict, datasets.Dataset):
         return dsdict
     if split not in dsdict:
-        raise UsageError(f"split '{split}' not found; the dataset has {sorted(dsdict)}: pass {flag} with one of them")
+        held = (" or --val-split-percent 10 to hold out 10% of the train split for evaluation (never trained on)"
+                if flag == "--eval-split" else "")
+        raise UsageError(f"split '{split}' not found; the dataset has {sorted(dsdict)}: pass {flag} with one of them"
+                         f"{held}")
     return dsdict[split]
 
 
@@ -147,3 +150,16 @@ def select_per_class(labels: np.ndarray, per_class: Optional[int], seed: int, na
                              f"{flag} {per_class}: lower it to at most {len(rows)}")
         chosen.append(rng.permutation(rows)[:per_class])
     return np.sort(np.concatenate(chosen))
+
+
+def hold_out(labels: np.ndarray, percent: float, seed: int, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out rows, the rest): `percent` of every class's rows (at least one), drawn by `seed` from a stream of its
+    own, so that an eval set carved from the training split never shares an image with the training selection."""
+    rng = np.random.default_rng([seed, 0x5E1D])
+    held, rest = [], []
+    for k in range(len(names)):
+        rows = rng.permutation(np.flatnonzero(labels == k))
+        n = min(len(rows), max(1, round(len(rows) * percent / 100))) if len(rows) else 0
+        held.append(rows[:n])
+        rest.append(rows[n:])
+    return np.sort(np.concatenate(held)), np.sort(np.concatenate(rest))

@@ -16,7 +16,7 @@ from ..data.augment import View, preprocess
 from ..data.loading import default_cache_dir, load_eval_split
 from ..data.placement import place_splits
 from ..errors import UsageError
-from ..models import count_params, num_classes
+from ..models import count_params, create_model, input_view, load_trained, num_classes
 from .onnx import INPUT, ONNX_FILE, OUTPUT, export_onnx, input_spec, int8_path, ort_session, quantize_int8, require_deploy
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -162,24 +162,42 @@ def benchmark_device(runtime: str = "torch", precision: str = "fp32", device: Op
     return dev
 
 
+def model_to_time(run: Optional[str], name: Optional[str], num_classes: int = 10, img_size: Optional[int] = None,
+                  model_kwargs: Optional[dict] = None) -> tuple[torch.nn.Module, View]:
+    """The model to time and its input: a finished run's, rebuilt from its folder, or a fresh timm model."""
+    if run:
+        trained = load_trained(run, "--run")
+        return trained.model, trained.config.view
+    assert name is not None
+    model, _ = create_model(name, num_classes, img_size=img_size, model_kwargs=model_kwargs)
+    return model, input_view(model, img_size)
+
+
 def benchmark(model: torch.nn.Module, view: View, device: torch.device, *, label: str, runtime: str = "torch",
               precision: str = "fp32", batch_size: int = 256, channels_last: bool = False, compile: bool = False,
               warmup: int = 5, iters: int = 20, latency: bool = True, dataset: Optional[str] = None,
-              eval_split: str = "test") -> dict[str, Any]:
+              eval_split: str = "test", progress: bool = False) -> dict[str, Any]:
     """What trainer.benchmark prints: throughput at batch_size, batch-1 CPU latency, optionally the real eval pipeline's
-    images/s; in PyTorch (fp32/fp16/bf16) or ONNX Runtime (fp32/int8, on the CPU; see benchmark_device)."""
+    images/s; in PyTorch (fp32/fp16/bf16) or ONNX Runtime (fp32/int8, on the CPU; see benchmark_device). progress: a
+    line before each timing (a large model on a CPU takes minutes)."""
+    say = (lambda line: print(f"benchmark: {line}", flush=True)) if progress else (lambda line: None)
     out: dict[str, Any] = {"model": label, "img_size": view.size, "num_params": count_params(model), "runtime": runtime,
            "precision": precision, "device": device.type, "channels_last": channels_last, "compile": compile,
            "threads": torch.get_num_threads()}
     if runtime == "onnxruntime":
+        say(f"exporting to ONNX{' and quantising to int8' if precision == 'int8' else ''}, then {warmup} + {iters} "
+            f"calls of batch {batch_size}")
         return {**out, **ort_benchmark(model, view, batch_size, precision == "int8", warmup, iters, latency)}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     if latency:
+        say(f"batch-1 CPU latency: {min(warmup, 5)} + {iters} calls")
         out["cpu_latency_ms_bs1"] = cpu_latency_ms(model, view.size, min(warmup, 5), iters)
     timed = cast(torch.nn.Module, torch.compile(model)) if compile else model
+    say(f"throughput: {warmup} + {iters} calls of batch {batch_size} on {device.type} in {precision}")
     out.update(throughput(timed, view.size, batch_size, device, precision, channels_last, warmup, iters))
     if dataset:
+        say(f"the eval pipeline on {dataset}'s split '{eval_split}'")
         out["end_to_end_images_per_s"] = end_to_end(timed, view, dataset, device, out["batch_size"], precision,
                                                     eval_split)
     return out

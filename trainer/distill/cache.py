@@ -169,7 +169,8 @@ def build_cache(forward: Forward, width: int, split: SplitData, view: View, cfg:
         if not missing.numel():
             continue
         out = predict(forward, width, split, view, accelerator, batch_size, rows=missing,
-                      draws=slots.draws(s, missing, split, cfg))
+                      draws=slots.draws(s, missing, split, cfg),
+                      progress=f"teacher outputs {s + 1}/{slots.count}" if cfg.progress else "")
         values[missing.to(values.device), s] = out.to(values.device)
         forwards += missing.numel()
         if folder and accelerator.is_main_process:  # the missing rows are not in the file: they are added to it

@@ -9,6 +9,7 @@ from typing import Callable, Mapping, Optional
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 from ..data.augment import Draws, View, augment, preprocess
 from ..data.loading import SplitData
@@ -65,15 +66,19 @@ def evaluate_split(model: torch.nn.Module, split: SplitData, view: View, acceler
 @torch.no_grad()
 def predict(forward: Callable[[torch.Tensor], torch.Tensor], width: int, split: SplitData, view: View,
             accelerator: Accelerator, batch_size: int, rows: Optional[torch.Tensor] = None,
-            draws: Optional[Draws] = None) -> torch.Tensor:
+            draws: Optional[Draws] = None, progress: str = "") -> torch.Tensor:
     """[n, width] outputs of `forward` (logits, features) for every image or for `rows`, each seen through its own draws
-    (aligned with rows; None: the eval view), each process doing its share, gathered in order.
-    For a model that is not wrapped (a frozen teacher): processes need not call it equally often."""
+    (aligned with rows; None: the eval view), each process doing its share, gathered in order; `progress`: the label
+    of a bar on the main process. For a model that is not wrapped (a frozen teacher): processes need not call it
+    equally often."""
     images = split.images
     n = len(images) if rows is None else rows.numel()
     rows = rows.to(images.index_device) if rows is not None else None
     chunks = [torch.empty(0, width, device=images.device)]
+    bar = tqdm(total=n, desc=progress, unit="img", leave=False, dynamic_ncols=True,
+               disable=not (progress and accelerator.is_main_process))
     for i, j in shard_batches(n, batch_size, accelerator):
+        bar.update((j - i) * accelerator.num_processes)
         if j == i:
             continue
         # Rows are gathered a chunk at a time: a copy of the whole subset would double a 224-px dataset on the GPU.
@@ -81,5 +86,6 @@ def predict(forward: Callable[[torch.Tensor], torch.Tensor], width: int, split: 
         d = draws.take(slice(i, j), x.device) if draws is not None else Draws()
         with torch.inference_mode(), accelerator.autocast():
             chunks.append(forward(augment(x, view, d, split.squares)).float())
+    bar.close()
     # cat outside inference mode: the cache is read by steps whose loss autograd must be able to save.
     return gather_shards(torch.cat(chunks), n, accelerator)

@@ -6,7 +6,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..data.loading import SplitData, default_cache_dir, load_eval_split
+from ..argparsing import RUNS_OWN
+from ..data.loading import DEFAULT_VAL_SPLIT_PERCENT, SplitData, default_cache_dir, load_eval_split
 from ..data.placement import place_splits
 from ..data.sources import mapped_labels
 from ..distributed import make_accelerator
@@ -17,7 +18,6 @@ from .inference import evaluate_split
 from .per_class import per_class_report
 from .predictions import reference_predictions
 
-RUNS_OWN = -1  # eval_samples_per_class not given: the run's own choice on its own split, the whole of another
 
 
 def eval_split_for(cfg: RunConfig, *, dataset: Optional[str] = None, dataset_config: Optional[str] = None,
@@ -29,15 +29,22 @@ def eval_split_for(cfg: RunConfig, *, dataset: Optional[str] = None, dataset_con
     or split the whole of it, unless eval_samples_per_class says otherwise (None: all)."""
     trained = cfg.training
     dataset, split_name = dataset or trained.dataset, eval_split or trained.eval_split
+    held_out = trained.val_split_percent is not None or trained.eval_split == trained.train_split
+    # A run whose eval images were a part of its train split held out is evaluated on that same part (never on an
+    # image it trained on); any other split is another's, taken whole.
+    held = held_out and dataset == trained.dataset and eval_split in (None, trained.train_split)
+    if held:
+        split_name = trained.train_split
+    own = held or (not held_out and (dataset, split_name) == (trained.dataset, trained.eval_split))
     if eval_samples_per_class == RUNS_OWN:
-        own = (dataset, split_name) == (trained.dataset, trained.eval_split)
         eval_samples_per_class = trained.eval_samples_per_class if own else None
     split, names = load_eval_split(
         dataset, split_name, image_column=image_column or trained.image_column,
         label_column=label_column or trained.label_column, eval_samples_per_class=eval_samples_per_class,
         seed=seed if seed is not None else trained.seed, crop=cfg.view.eval_crop,
         cache_dir=cache_dir or default_cache_dir(), dataset_config=dataset_config or trained.dataset_config,
-        skip_bad=skip_bad_images or trained.skip_bad_images)
+        skip_bad=skip_bad_images or trained.skip_bad_images,
+        held_out_percent=(trained.val_split_percent or DEFAULT_VAL_SPLIT_PERCENT) if held else None)
     if len(names) != cfg.num_classes:
         raise UsageError(f"--run predicts {cfg.num_classes} classes, the dataset has {len(names)}: evaluate on the "
                          "dataset the run was trained on")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Optional
 
 import timm
 import torch
@@ -34,12 +35,14 @@ def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, ba
         opt.zero_grad(set_to_none=True)
 
     def per_image(fn: Any, x: torch.Tensor, repeats: int) -> float:
-        sync(device)
-        start = time.perf_counter()
+        best = float("inf")  # the fastest of the repeats: on a busy machine the others measure the other work
         for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
             fn(x)
-        sync(device)
-        return (time.perf_counter() - start) / repeats / x.shape[0]
+            sync(device)
+            best = min(best, time.perf_counter() - start)
+        return best / x.shape[0]
 
     batch = min(batch_size, CPU_PROBE_BATCH) if device.type == "cpu" else batch_size
     x = torch.randn(batch, 3, img_size, img_size, device=device)
@@ -53,13 +56,22 @@ def seconds_per_image(model_name: str, kwargs: dict[str, Any], img_size: int, ba
     return train, evaluation
 
 
-def study_seconds(p: Preset, device: torch.device, num_classes: int, num_eval: int, stand_in: bool) -> float:
+Costs = tuple[tuple[float, float], tuple[float, float]]  # (training, evaluation) seconds per image: ViT-B, ViT-Ti
+
+
+def measure_costs(p: Preset, device: torch.device) -> Costs:
+    """Both models' seconds per training and per evaluation image here."""
+    size = p.img_size or 224
+    return (seconds_per_image(p.base_model, p.base_kwargs, size, p.batch_size, p.mixed_precision or "no", device),
+            seconds_per_image(p.tiny_model, p.tiny_kwargs, size, p.batch_size, p.mixed_precision or "no", device))
+
+
+def study_seconds(p: Preset, device: torch.device, num_classes: int, num_eval: int, stand_in: bool,
+                  costs: Optional[Costs] = None) -> float:
     """The six runs (and the stand-in pretraining, where the study makes one): training plus evaluations."""
     n_train = p.samples_per_class * num_classes
     n_eval = p.eval_samples_per_class * num_classes if p.eval_samples_per_class else num_eval
-    size = p.img_size or 224
-    base = seconds_per_image(p.base_model, p.base_kwargs, size, p.batch_size, p.mixed_precision or "no", device)
-    tiny = seconds_per_image(p.tiny_model, p.tiny_kwargs, size, p.batch_size, p.mixed_precision or "no", device)
+    base, tiny = costs or measure_costs(p, device)
 
     def run(cost: tuple[float, float], images: int, epochs: int, eval_every: int, eval_images: int) -> float:
         steps = math.ceil(images / p.batch_size) * epochs
@@ -77,12 +89,29 @@ def study_seconds(p: Preset, device: torch.device, num_classes: int, num_eval: i
 
 def estimate_line(p: Preset, preset_name: str, device: torch.device, num_classes: int, num_eval: int,
                   stand_in: bool) -> str:
-    """One line: the study's estimated time here, and on a machine without a GPU, where the demo is."""
-    seconds = study_seconds(p, device, num_classes, num_eval, stand_in)
+    """One line: the study's estimated time here, what the estimate rests on (the measured time of a training image of
+    each model, and whether the machine was busy meanwhile), and, on a machine without a GPU, where the demo is."""
+    base, tiny = costs = measure_costs(p, device)
+    seconds = study_seconds(p, device, num_classes, num_eval, stand_in, costs)
     when = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
     line = (f"study: estimated {when} on this {device.type} ({p.epochs} epochs of 6 runs"
-            f"{' and the stand-in pretraining' if stand_in else ''}, from a few measured steps of each model)")
+            f"{' and the stand-in pretraining' if stand_in else ''}), from the fastest of a few timed steps of each "
+            f"model: a training image takes {1e3 * base[0]:.3g} ms (ViT-B) and {1e3 * tiny[0]:.3g} ms (ViT-Ti)")
+    load, cores = busy()
+    if load is not None:
+        line += (f"; this machine was busy while it measured (load {load:.1f} on {cores} cores), so the estimate is "
+                 "high: expect less when it is idle")
     if device.type == "cpu" and preset_name != "demo":
         line += ("; there is no GPU here: `python -m trainer.study --preset demo` runs the same study shrunk for a "
                  "CPU in minutes")
     return line
+
+
+def busy() -> tuple[Optional[float], int]:
+    """(the one-minute load average, where it exceeds the cores this process may use; the cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None, cores
+    return (load if load > cores else None), cores

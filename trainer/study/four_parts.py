@@ -17,9 +17,11 @@ import torch
 from datasets import DatasetDict
 
 from ..api import TrainConfig, train
+from ..data.loading import default_cache_dir
 from ..data.sources import open_dataset
 from ..errors import UsageError
-from ..run_files import MODEL_FILE
+from ..models import check_weights_file, probe_model
+from ..run_files import MODEL_FILE, write_json
 from ..run_records import RunSummary
 from ..training.checkpoints import list_checkpoints
 from .estimate import estimate_line
@@ -30,7 +32,8 @@ from .study_data import build_digits, build_standin
 
 
 
-OVERRIDES = ("epochs", "samples_per_class", "batch_size", "standin_epochs", "standin_per_class")  # of the preset
+OVERRIDES = ("epochs", "samples_per_class", "batch_size", "eval_samples_per_class", "standin_epochs",
+             "standin_per_class")  # of the preset
 
 
 @dataclass
@@ -38,7 +41,7 @@ class StudyArgs:
     """The study's command line."""
 
     preset: str
-    output_dir: str
+    output_dir: Optional[str] = None  # None only with estimate_only
     dataset: Optional[str] = None
     pretrained_base_file: Optional[str] = None
     pretrained_tiny_file: Optional[str] = None
@@ -46,6 +49,7 @@ class StudyArgs:
     epochs: Optional[int] = None
     samples_per_class: Optional[int] = None
     batch_size: Optional[int] = None
+    eval_samples_per_class: Optional[int] = None
     standin_epochs: Optional[int] = None
     standin_per_class: Optional[int] = None
     device: Optional[str] = None
@@ -54,13 +58,19 @@ class StudyArgs:
     no_progress: bool = False
     estimate_only: bool = False
 
+    @property
+    def folder(self) -> str:
+        """The study's folder (every study that runs has one)."""
+        assert self.output_dir is not None, "--output-dir"
+        return self.output_dir
+
 
 def part_config(p: Preset, args: StudyArgs, run: str, model: str, kwargs: dict[str, Any],
                lr: Optional[float] = None, **changes: Any) -> TrainConfig:
     """The arguments every run of the study shares, for one model; `changes` override them."""
     cfg = TrainConfig(dataset=p.dataset, samples_per_class=p.samples_per_class, epochs=p.epochs,
                       batch_size=p.batch_size, lr=lr or p.lr, seed=args.seed,
-                      output_dir=os.path.join(args.output_dir, run), checkpoint_every="epoch", keep_checkpoints=1,
+                      output_dir=os.path.join(args.folder, run), checkpoint_every="epoch", keep_checkpoints=1,
                       eval_every=p.eval_every, eval_samples_per_class=p.eval_samples_per_class, img_size=p.img_size,
                       mixed_precision=p.mixed_precision, cache_dir=args.cache_dir, progress=not args.no_progress,
                       model=model, model_kwargs=dict(kwargs))
@@ -92,34 +102,51 @@ def pretrained_source(kind: str, p: Preset, args: StudyArgs) -> tuple[str, str]:
     model, kwargs = (p.base_model, p.base_kwargs) if kind == "base" else (p.tiny_model, p.tiny_kwargs)
     if not args.stand_in:
         return "", f"timm hub weights ({model})"
-    data = build_standin(p.dataset, os.path.join(args.output_dir, "standin_data"), p.samples_per_class, args.seed)
+    data = build_standin(p.dataset, os.path.join(args.folder, "standin_data"), p.samples_per_class, args.seed)
     train_once(part_config(p, args, f"standin_{kind}", model, kwargs, p.base_lr if kind == "base" else None,
                           dataset=data, samples_per_class=p.standin_per_class, epochs=p.standin_epochs, eval_every=0,
                           eval_samples_per_class=None))
-    return (os.path.join(args.output_dir, f"standin_{kind}", MODEL_FILE),
+    return (os.path.join(args.folder, f"standin_{kind}", MODEL_FILE),
             f"STAND-IN, not ImageNet: pretrained here for {p.standin_epochs} epochs on a 20-class "
             "class-x-rotation task built from the training images the study does not fine-tune on")
 
 
 def _preset(args: StudyArgs) -> Preset:
+    """The preset with the command line's overrides; its dataset is opened (hw2) or named, not built (demo)."""
     if args.preset == "demo":
-        os.makedirs(args.output_dir, exist_ok=True)
-        p = demo_preset(build_digits(os.path.join(args.output_dir, "data")))
+        # An estimate without a study folder keeps the demo's digits with the decoded images.
+        p = demo_preset(os.path.join(args.output_dir, "data") if args.output_dir else os.path.join(
+            args.cache_dir or default_cache_dir(), "demo-digits"))
         args.stand_in = True
     else:
         p = hw2_preset()
         p.dataset = args.dataset or p.dataset
         open_dataset(p.dataset)  # without data no part can run: fail now, with one line, rather than six times
-        os.makedirs(args.output_dir, exist_ok=True)
     for name in OVERRIDES:
         if getattr(args, name) is not None:
             setattr(p, name, getattr(args, name))
     return p
 
 
+def check_sources(p: Preset, args: StudyArgs) -> None:
+    """Before part 1's hours: the weight files given are readable, and where the hub must give weights, it does."""
+    for kind, given, flag in (("base", args.pretrained_base_file, "--pretrained-base-file"),
+                              ("tiny", args.pretrained_tiny_file, "--pretrained-tiny-file")):
+        model, kwargs = (p.base_model, p.base_kwargs) if kind == "base" else (p.tiny_model, p.tiny_kwargs)
+        if given:
+            check_weights_file(model, given, {**kwargs, **({"img_size": p.img_size} if p.img_size else {})}, flag)
+        elif not args.stand_in:
+            try:
+                probe_model(model, {**kwargs, **({"img_size": p.img_size} if p.img_size else {})}, pretrained=True)
+            except UsageError as err:
+                raise UsageError(f"the study's pretrained runs need ImageNet weights for {model}, and {err}".replace(
+                    "pass --pretrained-file FILE", f"pass {flag} FILE, or --stand-in to pretrain a stand-in here"
+                )) from None
+
+
 def announce(p: Preset, args: StudyArgs) -> None:
     """Before a fresh study's first run: one line with its estimated time here (and where the demo is)."""
-    if first_finished(args.output_dir, *RUNS) is not None and not args.estimate_only:
+    if args.output_dir and first_finished(args.folder, *RUNS) is not None and not args.estimate_only:
         return
     data = open_dataset(p.dataset)
     num_eval = len(data["test"]) if isinstance(data, DatasetDict) and "test" in data else 10_000
@@ -135,9 +162,14 @@ def run_study(args: StudyArgs) -> dict[str, Any]:
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     p = _preset(args)
+    if not args.estimate_only:
+        check_sources(p, args)  # before anything is written, let alone trained
+    if args.preset == "demo":
+        build_digits(p.dataset)
     announce(p, args)
     if args.estimate_only:
         return {}
+    os.makedirs(args.folder, exist_ok=True)
     started = time.perf_counter()
     inits: dict[str, str] = {"part1_base_scratch": "scratch", "part4_tiny_scratch": "scratch"}
     notes: list[str] = []
@@ -163,17 +195,29 @@ def run_study(args: StudyArgs) -> dict[str, Any]:
     for run, kd_type in DISTILLED.items():  # vit_tiny has no distillation token: token KD is benchmarks/kd.py's
         if "part2_base_pretrained" in done:
             attempt(run, pretrained("tiny", run, p.tiny_model, p.tiny_kwargs, teacher_cache=p.teacher_cache,
-                                    kd_type=kd_type, teacher=os.path.join(args.output_dir, "part2_base_pretrained")))
+                                    kd_type=kd_type, teacher=os.path.join(args.folder, "part2_base_pretrained")))
         else:
             inits[run] = inits["part3_tiny_pretrained"]
             notes.append(f"{run}: not run: its teacher (part 2) is missing")
     attempt("part4_tiny_scratch", part_config(p, args, "part4_tiny_scratch", p.tiny_model, p.tiny_kwargs))
+    measured = {"throughput": measure_throughput(args.folder, p, args.device, args.cache_dir, notes),
+                "agreement_with_teacher": teacher_agreement(args.folder, args.cache_dir, p.mixed_precision)}
+    # A continued study adds this session's time to the earlier sessions': the report gives the whole.
+    earlier = _earlier_sessions(args.folder)
     study = {"preset": args.preset, "description": p.description, "settings": dataclasses.asdict(p),
-             "inits": {run: inits[run] for run in RUNS}, "notes": notes,
-             "throughput": measure_throughput(args.output_dir, p, args.device, args.cache_dir, notes),
-             "agreement_with_teacher": teacher_agreement(args.output_dir, args.cache_dir, p.mixed_precision),
-             "study_wall_s": round(time.perf_counter() - started, 1), "device": device_words()}
-    with open(os.path.join(args.output_dir, "study.json"), "w") as f:
-        json.dump(study, f, indent=2)
-    print(f"study: wrote {write_report(args.output_dir)}", flush=True)
+             "inits": {run: inits[run] for run in RUNS}, "notes": notes, **measured,
+             "study_wall_s": round(earlier[0] + time.perf_counter() - started, 1), "sessions": earlier[1] + 1,
+             "device": device_words()}
+    write_json(os.path.join(args.folder, "study.json"), study)
+    print(f"study: wrote {write_report(args.folder)}", flush=True)
     return study
+
+
+def _earlier_sessions(folder: str) -> tuple[float, int]:
+    """(wall seconds, sessions) of the study.json an earlier session of this study wrote."""
+    try:
+        with open(os.path.join(folder, "study.json")) as f:
+            earlier = json.load(f)
+        return float(earlier.get("study_wall_s", 0.0)), int(earlier.get("sessions", 1))
+    except (OSError, ValueError, TypeError):
+        return 0.0, 0

@@ -29,6 +29,11 @@ def device_words() -> str:
     return f"CPU: {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
 
 
+def say(line: str) -> None:
+    """A progress line of the study's own (the runs speak for themselves)."""
+    print(f"study: {line}", flush=True)
+
+
 def first_finished(out_dir: str, *runs: str) -> Optional[str]:
     """The first of the runs that finished, as a folder."""
     return next((os.path.join(out_dir, r) for r in runs if os.path.exists(os.path.join(out_dir, r, SUMMARY_FILE))),
@@ -48,6 +53,8 @@ def measure_throughput(out_dir: str, p: Preset, device: Optional[str], cache_dir
             continue
         trained = load_trained(folder)
         model, size = trained.model, trained.config.view.size
+        say(f"measuring the test-time throughput of {os.path.basename(folder)} ({p.bench_precision}, batch "
+            f"{p.bench_batch_size} on {dev.type}) and its batch-1 CPU latency")
         res = throughput(model, size, p.bench_batch_size, dev, p.bench_precision, warmup=3, iters=10)
         res.update(device=dev.type, precision=p.bench_precision, run=os.path.basename(folder),
                    cpu_latency_ms_bs1=cpu_latency_ms(model, size, warmup=2, iters=10))
@@ -63,7 +70,11 @@ def measure_throughput(out_dir: str, p: Preset, device: Optional[str], cache_dir
 def onnx_figures(folder: str, size: int, cache_dir: Optional[str]) -> dict[str, Any]:
     """A run exported (RUN/model.onnx, RUN/model.int8.onnx): ONNX Runtime batch-1 CPU latency in fp32 and int8,
     and top-1 of PyTorch and of the int8 model on up to ONNX_CHECK_IMAGES of the run's eval images."""
-    parity = previous_export(folder) or export_run(folder, int8=True, cache_dir=cache_dir, max_samples=ONNX_CHECK_IMAGES)
+    parity = previous_export(folder)
+    if parity is None:
+        say(f"exporting {os.path.basename(folder)} to ONNX (fp32 and int8) and checking both on up to "
+            f"{ONNX_CHECK_IMAGES} eval images")
+        parity = export_run(folder, int8=True, cache_dir=cache_dir, max_samples=ONNX_CHECK_IMAGES)
     latency = {name: ort_seconds(ort_session(parity[key], torch.get_num_threads()), size, 1, 2, 10) * 1e3
                for name, key in (("fp32", "onnx"), ("int8", "onnx_int8"))}
     return {"ort_fp32_latency_ms_bs1": latency["fp32"], "ort_int8_latency_ms_bs1": latency["int8"],
@@ -76,6 +87,7 @@ def teacher_agreement(out_dir: str, cache_dir: Optional[str], mixed_precision: O
     teacher = first_finished(out_dir, "part2_base_pretrained")
     if teacher is None:
         return {}
+    say("measuring each ViT-Ti run's agreement with the part-2 teacher on the eval images")
     # The runs' own precision: their evals used it, and the teacher's saved predictions then apply.
     return {run: evaluate_run(folder, compare_with=teacher, mixed_precision=mixed_precision,
                               cache_dir=cache_dir)["agreement"]

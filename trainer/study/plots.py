@@ -3,75 +3,61 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..evaluation.curves import Curves
+from ..evaluation.curves import plot_curves as draw_curves
 from .results import TITLES, StudyRun
 
 def plot_curves(runs: dict[str, StudyRun], path: str) -> list[str]:
-    """Loss and top-1 against epoch: eval (solid, every evaluation) and train (dashed, epoch averages); and, for
-    the runs that distil, their train loss parts (label term loss_ce, teacher term loss_kd), so that a reader sees
-    what the teacher term does."""
-    import matplotlib
+    """The study's runs' learning curves side by side (trainer.evaluation.curves), titled as the report titles them."""
+    return draw_curves([Curves(TITLES[run], s.records, s.summary.task.get("kd_type")) for run, s in runs.items()], path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
-    parts = {run: s for run, s in runs.items() if any("loss_kd" in r for r in s.records)}
-    fig, axes = plt.subplots(1, 3 if parts else 2, figsize=(19 if parts else 13, 5.2))
-    for i, (run, s) in enumerate(runs.items()):
-        recs = s.records
-        evals = [r for r in recs if r["event"] == "eval" and r.get("loss") is not None]
-        # Train lines are running averages over the epoch so far; the epoch-end value is the epoch's average.
-        trains = [r for r in recs if r["event"] == "train" and float(r["epoch"]).is_integer()]
-        for ax, key, scale in ((axes[0], "loss", 1), (axes[1], "top1", 100)):
-            ax.plot([r["epoch"] for r in evals], [scale * r[key] for r in evals], "-", marker=".", color=f"C{i}")
-            ax.plot([r["epoch"] for r in trains], [scale * r[key] for r in trains], "--", marker="x", color=f"C{i}",
-                    alpha=0.8)
-        if run in parts:
-            for key, style in (("loss_ce", ":"), ("loss_kd", "-.")):
-                axes[2].plot([r["epoch"] for r in trains], [r[key] for r in trains], style, marker="x", color=f"C{i}",
-                             label=f"{TITLES[run]}: {key}")
-    if parts:
-        axes[2].set(xlabel="epoch", ylabel="train loss part (before weighting)",
-                    title="Distillation: label term (CE) and teacher term (KD)")
-        axes[2].legend(fontsize=7)
-    axes[0].set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    axes[1].set(xlabel="epoch", ylabel="top-1 (%)", title="Top-1 accuracy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=f"C{i}", lw=3, label=TITLES[run]) for i, run in enumerate(runs)]
-    handles += [Line2D([], [], color="k", ls="-", marker=".", label="eval"),
-                Line2D([], [], color="k", ls="--", marker="x", label="train (epoch average)")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [ax.get_title() for ax in axes]
+def tradeoff_labels(points: dict[str, tuple[float, float]], gap: float = 1.5) -> dict[str, tuple[float, float]]:
+    """Where each point's label goes (x, top-1): runs of one model share a throughput, so their labels are stacked in
+    the order of their top-1, at least `gap` points apart, each joined to its point by a line: a label can never be
+    read as its neighbour's."""
+    out: dict[str, tuple[float, float]] = {}
+    for x in {x for x, _ in points.values()}:
+        column = sorted((k for k, (px, _) in points.items() if px == x), key=lambda k: points[k][1])
+        heights: list[float] = []
+        for k in column:
+            heights.append(points[k][1] if not heights else max(points[k][1], heights[-1] + gap))
+        shift = (sum(points[k][1] for k in column) - sum(heights)) / len(column)  # centred on the points
+        for k, h in zip(column, heights, strict=True):
+            out[k] = (x, h + shift)
+    return out
 
 
 def plot_tradeoff(runs: dict[str, StudyRun], throughput: dict, path: str, device: str) -> None:
-    """Final eval top-1 against test-time images/s."""
+    """Final eval top-1 against test-time images/s, every run labelled beside its own point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    xs = []
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    points: dict[str, tuple[float, float]] = {}
+    colors = {}
     for i, (run, s) in enumerate(runs.items()):
         key = "base" if "base" in run else "tiny"
         if key not in throughput or s.summary.final.get("eval_top1") is None:
             continue
-        x, y = throughput[key]["images_per_s"], 100 * s.summary.eval_top1
-        xs.append(x)
-        ax.scatter([x], [y], color=f"C{i}", s=60, zorder=3)
-        # Runs of one model share an x: alternate the labels above and below so close points stay readable.
-        ax.annotate(TITLES[run], (x, y), textcoords="offset points", xytext=(-7, 6 if i % 2 else -12), fontsize=8,
-                    ha="right")
+        points[TITLES[run]] = (throughput[key]["images_per_s"], 100 * s.summary.eval_top1)
+        colors[TITLES[run]] = f"C{i}"
+    for title, (lx, ly) in tradeoff_labels(points).items():
+        x, y = points[title]
+        ax.scatter([x], [y], color=colors[title], s=60, zorder=3)
+        ax.annotate(title, (x, y), xytext=(lx / 1.25, ly), textcoords="data", fontsize=8, ha="right", va="center",
+                    color=colors[title], arrowprops=dict(arrowstyle="-", color=colors[title], lw=0.8))
     ax.set_xscale("log")
-    if xs:
-        ax.set_xlim(min(xs) / 3, max(xs) * 1.8)
+    if points:
+        xs = [x for x, _ in points.values()]
+        ax.set_xlim(min(xs) / 6, max(xs) * 1.8)
+    # Ticks at 1, 2 and 5 of each decade, written as numbers: a throughput can be read off the axis.
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs="auto"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel=f"test-time throughput (images/s, {device}, log scale)", ylabel="final eval top-1 (%)",
            title="Accuracy against speed")

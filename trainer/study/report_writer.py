@@ -129,7 +129,8 @@ def write_report(out_dir: str) -> str:
     agree = study.get("agreement_with_teacher", {})
     lines = [f"# ViT study: {study['preset']}", "",
              f"{study.get('description', '')}. Measured on {study.get('device', 'unknown hardware')}; "
-             f"the whole study took {study.get('study_wall_s', 0):.0f} s of wall time.", ""]
+             f"the whole study took {study.get('study_wall_s', 0):.0f} s of wall time"
+             + (f" over {study['sessions']} sessions." if study.get("sessions", 1) > 1 else "."), ""]
     lines += ["| run | model | init | params | train loss | train top-1 | eval loss | eval top-1 | best eval top-1 "
               "| test images/s | agreement with teacher | training time |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -143,7 +144,8 @@ def write_report(out_dir: str) -> str:
         key = "base" if "base" in run else "tiny"
         ips = f"{thr[key]['images_per_s']:.0f}" if key in thr else "n/a"
         final = s.final
-        lines.append(f"| {title} | {s.model} | {init} | {s.num_params / 1e6:.1f}M | {_num(final['train_loss'])} | "
+        lines.append(f"| {title} | {runs[run].model_words()} | {init} | {s.num_params / 1e6:.1f}M | "
+                     f"{_num(final['train_loss'])} | "
                      f"{_pct(final['train_top1'])} | {_num(final['eval_loss'])} | {_pct(final['eval_top1'])} | "
                      f"{_pct(s.best_eval_top1)} | {ips} | {_pct(agree.get(run)) if run in agree else '-'} | "
                      f"{s.train_time_s:.0f} s |")
@@ -160,11 +162,16 @@ def write_report(out_dir: str) -> str:
     lines += ["", "## Observations", ""] + [f"- {o}" for o in observations(runs, study)]
     if study.get("notes"):
         lines += ["", "## Not run", ""] + [f"- {n}" for n in study["notes"]]
-    stand_ins = {r: i for r, i in study.get("inits", {}).items() if "STAND-IN" in i}
+    stand_ins: dict[str, list[str]] = {}  # one sentence per stand-in, with the runs that started from it
+    for r, i in study.get("inits", {}).items():
+        if "STAND-IN" in i:
+            stand_ins.setdefault(i, []).append(TITLES[r])
     if stand_ins:
         lines += ["", "## Pretrained weights", "",
-                  "ImageNet weights were not used here. " + "; ".join(f"{TITLES[r]}: {i}" for r, i in stand_ins.items())
-                  + ". These runs show how the toolkit handles a pretrained start and a head swap, not what "
+                  "ImageNet weights were not used here. " + " ".join(
+                      f"{', '.join(titles)}: {words}."
+                      for words, titles in stand_ins.items())
+                  + " These runs show how the toolkit handles a pretrained start and a head swap, not what "
                   "ImageNet pretraining is worth."]
     if runs:
         plot_curves(runs, os.path.join(out_dir, "curves.png"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
-from ..run_files import METRICS_FILE, read_jsonl
-from ..run_records import RunSummary
+from ..run_files import CONFIG_FILE, METRICS_FILE, read_jsonl
+from ..run_records import RunConfig, RunSummary
 
 TITLES = {
     "part1_base_scratch": "1. ViT-B from scratch",
@@ -25,6 +25,14 @@ class StudyRun:
 
     summary: RunSummary
     records: list[dict[str, Any]]  # its metrics.jsonl
+    config: Optional[RunConfig] = None  # its config.json
+
+    def model_words(self) -> str:
+        """The model as built: timm's name, and the keyword arguments and input size that make it another size."""
+        if self.config is None:
+            return self.summary.model
+        kwargs = ", ".join(f"{k}={v}" for k, v in sorted(self.config.model_kwargs.items()))
+        return f"{self.summary.model} ({kwargs + '; ' if kwargs else ''}{self.config.img_size} px)"
 
 
 def load_study_runs(out_dir: str) -> dict[str, StudyRun]:
@@ -34,5 +42,6 @@ def load_study_runs(out_dir: str) -> dict[str, StudyRun]:
         folder = os.path.join(out_dir, name)
         summary = RunSummary.read(folder)
         if summary is not None:
-            runs[name] = StudyRun(summary, read_jsonl(os.path.join(folder, METRICS_FILE)))
+            runs[name] = StudyRun(summary, read_jsonl(os.path.join(folder, METRICS_FILE)),
+                                  RunConfig.read(os.path.join(folder, CONFIG_FILE)))
     return runs

@@ -103,8 +103,9 @@ def find_checkpoint(resume_from: str, output_dir: str) -> Optional[str]:
                      f"({'; '.join(problems)}): pass --overwrite without --resume-from to start the run again")
 
 
-def _trajectory_args(cfg: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_ARGS}
+def trajectory_args(cfg: TrainConfig) -> dict[str, Any]:
+    """The arguments that decide the weights and the metrics (a resume must keep them), as JSON would compare them."""
+    return json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_ARGS}))
 
 
 def check_resumable(cfg: TrainConfig) -> Optional[str]:
@@ -114,9 +115,8 @@ def check_resumable(cfg: TrainConfig) -> Optional[str]:
         return None
     with open(os.path.join(folder, STATE_FILE)) as f:
         saved = json.load(f).get("args", {})
-    now = json.loads(json.dumps(_trajectory_args(cfg)))  # tuples and lists compare as JSON would
-    # An option newer than the checkpoint was, then, at its default.
-    defaults = json.loads(json.dumps(_trajectory_args(TrainConfig())))
+    now = trajectory_args(cfg)
+    defaults = trajectory_args(TrainConfig())  # an option newer than the checkpoint was, then, at its default
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k, defaults.get(k)) != now.get(k))
     if changed:
         first = changed[0]
@@ -172,7 +172,7 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str,
             files = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)
                      if os.path.isfile(os.path.join(tmp, name))}
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
-                json.dump({**state, "args": _trajectory_args(cfg), "files": files}, f)
+                json.dump({**state, "args": trajectory_args(cfg), "files": files}, f)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         except OSError as err:

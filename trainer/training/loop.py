@@ -15,7 +15,7 @@ from ..data.plan import steps_per_epoch
 from ..errors import Preempted, UsageError
 from ..evaluation.inference import EvalResult, evaluate_split
 from ..evaluation.per_class import per_class_report
-from ..run_files import EVAL_FILE, RUN_FILES
+from ..run_files import CURVES_FILE, EVAL_FILE, RUN_FILES
 from ..run_records import RunConfig, RunSummary
 from .batches import EpochBatches, MicroStep
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -23,7 +23,7 @@ from .meters import Meter
 from .optim import build_optimizer
 from .preemption import StopSignal
 from .run_log import RunLog
-from .run_output import write_run_files
+from .run_output import write_curves, write_run_files
 from .setup import Setup
 from .state import LoopState
 from .tasks import StepOutput, Task
@@ -116,6 +116,8 @@ def start(setup: Setup, task: Task) -> Training:
               f"{len(setup.data.train)} train / {len(setup.data.eval)} eval images, "
               f"{acc.num_processes} process(es) on {acc.device.type}, mixed precision {acc.mixed_precision}")
     log.print(setup.data_note)
+    if setup.data.eval_note:
+        log.print(setup.data.eval_note)
     if not setup.resume_checkpoint:
         task.announce(log)
     return Training(setup, task, model, optimizer, scheduler, state, log, num_params)
@@ -168,7 +170,12 @@ def log_and_evaluate(t: Training, at: float, end_of_epoch: bool, bar: tqdm) -> N
         agree = "".join(f" {k} {v:.4f} |" for k, v in res.agreement.items())
         t.log.print(f"epoch {state.epoch}/{cfg.epochs} | step {state.step} | train loss {train.loss:.4f} top1 "
                     f"{train.top1:.4f} | eval loss {res.loss:.4f} top1 {res.top1:.4f} |{agree} "
-                    f"{images_per_s:.0f} img/s | {state.clock.read():.1f}s")
+                    f"{rate(images_per_s)} img/s | {state.clock.read():.1f}s")
+
+
+def rate(per_s: float) -> str:
+    """Images per second as a person reads them: 1234, 87.5, 0.27."""
+    return f"{per_s:.0f}" if per_s >= 100 else f"{per_s:.3g}"
 
 
 def evaluate_now(t: Training, keep_preds: bool = False) -> EvalResult:
@@ -221,9 +228,11 @@ def finish(t: Training) -> dict[str, Any]:
         summary.per_class = per_class_report(final_eval.preds, setup.data.eval.labels, setup.data.label_names)
     # A student's teacher runs eagerly: a compiled model's predictions are not what it would give.
     files = [f for f in RUN_FILES if f != EVAL_FILE or not cfg.compile]
-    config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry())
+    config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry(), setup.data.eval.squares)
     write_run_files(cfg.output_dir, weights, config, summary, final_eval.preds if EVAL_FILE in files else None,
                     setup.data, setup.view, acc)
+    if acc.is_main_process and write_curves(cfg.output_dir, cfg.kd_type if cfg.teacher else None):
+        files.append(CURVES_FILE)
     acc.wait_for_everyone()
     for tracker in acc.trackers:  # the process group stays: the entry point closes it (end_processes)
         tracker.finish()

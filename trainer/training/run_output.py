@@ -12,8 +12,10 @@ from ..data.augment import View
 from ..data.loading import DataBundle
 from ..distributed import all_succeeded
 from ..evaluation.predictions import predictions_digest, save_eval_predictions
-from ..run_files import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed, file_digest, save_state_dict, \
-    write_json
+from ..errors import warn
+from ..evaluation.curves import Curves, plot_curves
+from ..run_files import (CONFIG_FILE, CURVES_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed, atomic_write,
+                         file_digest, read_jsonl, save_state_dict, write_json)
 from ..run_records import RunConfig, RunSummary
 from .checkpoints import list_checkpoints
 
@@ -49,3 +51,20 @@ def write_run_files(output_dir: str, weights: dict[str, torch.Tensor], config: R
                 os.remove(path)
     if not all_succeeded(error, accelerator):
         raise error or WriteFailed(f"the main process could not write the run's final files in {output_dir}")
+
+
+def write_curves(output_dir: str, kd_type: Optional[str]) -> Optional[str]:
+    """curves.png from the run's metrics.jsonl (main process); a run is finished without it, so a failure is a line."""
+    path = os.path.join(output_dir, CURVES_FILE)
+    curves = Curves(os.path.basename(os.path.normpath(output_dir)), read_jsonl(os.path.join(output_dir, METRICS_FILE)),
+                    kd_type)
+
+    def draw(tmp: str) -> None:
+        plot_curves([curves], tmp, "png")
+
+    try:
+        atomic_write(path, draw)
+    except Exception as err:  # matplotlib missing, a full disk: the run's own files are written already
+        warn(f"{CURVES_FILE} not written ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
+        return None
+    return path

@@ -2,8 +2,9 @@
 written to the output folder."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import timm
 import torch
@@ -15,10 +16,11 @@ from ..data.augment import EvalCrop, View
 from ..data.loading import DataBundle, default_cache_dir, load_data
 from ..data.placement import place_splits
 from ..distributed import main_process_first, make_accelerator, precision_warning
-from ..errors import UsageError, warn
+from ..errors import UsageError, is_main_rank, warn
 from ..models import create_model, input_view, probe_model
-from ..run_files import FINISHED_FILES, output_dir_in_use
-from .checkpoints import check_resumable, list_checkpoints
+from ..run_files import CONFIG_FILE, FINISHED_FILES, output_dir_in_use
+from ..run_records import RunConfig, RunSummary
+from .checkpoints import check_resumable, list_checkpoints, trajectory_args
 
 
 @dataclass
@@ -40,6 +42,28 @@ def _eval_crop(cfg: TrainConfig) -> EvalCrop:
     pcfg = timm.models.get_pretrained_cfg(cfg.model)
     size = cfg.img_size or (int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224)
     return EvalCrop(size, float(pcfg.crop_pct) if pcfg is not None and pcfg.crop_pct else 0.875)
+
+
+def already_complete(cfg: TrainConfig) -> Optional[dict[str, Any]]:
+    """--resume-from auto on a run that finished with these arguments (a requeued job): its summary.json's content,
+    with a line that says so; None where there is something to do."""
+    if cfg.resume_from != "auto":
+        return None
+    summary = RunSummary.read(cfg.output_dir)
+    if summary is None:
+        return None
+    try:
+        trained = RunConfig.read(os.path.join(cfg.output_dir, CONFIG_FILE)).training
+    except UsageError:
+        return None
+    defaults = trajectory_args(TrainConfig())
+    saved, now = trajectory_args(trained), trajectory_args(cfg)
+    if any(saved.get(k, defaults.get(k)) != v for k, v in now.items()):
+        return None  # another run's files: check_output_dir refuses them
+    if is_main_rank():
+        print(f"{cfg.output_dir} is already complete ({summary.epochs} epochs, eval top1 {summary.eval_top1:.4f}): "
+              "nothing to do; pass --overwrite to train it again", flush=True)
+    return summary.to_json()
 
 
 def check_output_dir(cfg: TrainConfig, resume_checkpoint: Optional[str]) -> None:
@@ -67,13 +91,15 @@ def build_setup(cfg: TrainConfig) -> Setup:
     resume_checkpoint = check_resumable(cfg)
     check_output_dir(cfg, resume_checkpoint)
     if not cfg.pretrained_file:  # what timm refuses is found now, not after decoding (a file is checked when read)
-        probe_model(cfg.model, {**cfg.model_kwargs, **({"img_size": cfg.img_size} if cfg.img_size else {})})
+        probe_model(cfg.model, {**cfg.model_kwargs, **({"img_size": cfg.img_size} if cfg.img_size else {})},
+                    pretrained=cfg.pretrained)
     set_seed(cfg.seed)
     data = main_process_first(accelerator, lambda: load_data(
         cfg.dataset, cfg.train_split, cfg.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
         samples_per_class=cfg.samples_per_class, eval_samples_per_class=cfg.eval_samples_per_class, seed=cfg.seed,
         crop=_eval_crop(cfg), cache_dir=cfg.cache_dir or default_cache_dir(), dataset_config=cfg.dataset_config,
-        progress=cfg.progress and accelerator.is_main_process, skip_bad=cfg.skip_bad_images))
+        progress=cfg.progress and accelerator.is_main_process, skip_bad=cfg.skip_bad_images,
+        val_split_percent=cfg.val_split_percent))
     set_seed(cfg.seed)  # the same initial weights whatever the data step drew
     model, head_note = main_process_first(accelerator, lambda: create_model(
         cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
