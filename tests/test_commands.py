@@ -16,7 +16,7 @@ from trainer.training.loop import rate
 from .helpers import ROOT, SMALL_VIT, run_here, run_script
 
 DOORS = ["train_cls.py", "train_kd.py", "-m trainer.evaluate", "-m trainer.export", "-m trainer.benchmark",
-         "-m trainer.study", "-m trainer.study.report"]
+         "-m trainer.predict", "-m trainer.plot", "-m trainer.push", "-m trainer.study", "-m trainer.study.report"]
 PROBE = """
 import runpy, sys
 door = sys.argv[1]

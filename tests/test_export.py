@@ -52,7 +52,7 @@ def test_export_matches_pytorch_and_the_file_is_usable_alone(small_run, cache_di
     model = load_trained(str(small_run)).model
     x = torch.randn(5, 3, cfg["img_size"], cfg["img_size"])
     session = ort.InferenceSession(str(small_run / "model.onnx"), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"image": x.numpy()})[0]
+    got = session.run(["logits"], {"pixel_values": x.numpy()})[0]  # the names Hugging Face's ONNX tools use
     with torch.inference_mode():
         assert np.abs(got - model.eval()(x).numpy()).max() < 1e-3
 

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "trainer"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 # `python -m trainer.X` and the root scripts: each passes straight on to its command in trainer/commands/.
 DOORS = [PACKAGE / "evaluate.py", PACKAGE / "export.py", PACKAGE / "benchmark.py", PACKAGE / "plot.py",
-         PACKAGE / "predict.py", PACKAGE / "study" / "__main__.py",
+         PACKAGE / "predict.py", PACKAGE / "push.py", PACKAGE / "study" / "__main__.py",
          PACKAGE / "study" / "report.py", ROOT / "train_cls.py", ROOT / "train_kd.py"]
 
 

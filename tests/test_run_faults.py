@@ -86,8 +86,8 @@ def test_sigterm_while_the_final_files_are_written_completes_them(toy_dataset, c
     res = run_here(main_cls, *_args(toy_dataset, out, cache_dir, "--epochs", "1"), capsys=capfd)  # os.write: fd 2
     assert res.returncode == 0, res.stderr[-3000:]
     assert "SIGTERM received: the training is done: finishing the run's final files first" in res.stderr
-    assert files_under(out) == ["config.json", "curves.png", "eval_predictions.safetensors", "metrics.jsonl",
-                                "model.safetensors", "summary.json"]
+    assert files_under(out) == ["README.md", "config.json", "curves.png", "eval_predictions.safetensors",
+                                "metrics.jsonl", "model.safetensors", "summary.json"]
 
 
 def test_a_read_only_output_folder_is_refused_before_anything_is_decoded(toy_dataset, tmp_path, capsys):

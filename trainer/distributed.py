@@ -6,7 +6,7 @@ from typing import Callable, Optional, TypeVar
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import is_tensorboard_available, is_wandb_available
+import accelerate.utils
 
 from .errors import UsageError
 
@@ -53,23 +53,38 @@ def precision_warning(mixed_precision: str, device: torch.device) -> Optional[st
             "fast choice here")
 
 
-def _check_tracker(report_to: str) -> None:
-    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
-    missing = (report_to in available and not available[report_to]) or (
-        report_to == "all" and not any(available.values()))
-    if missing:
-        need = report_to if report_to != "all" else "tensorboard or wandb"
-        raise UsageError(f"--report-to {report_to} needs {need}, which is not installed: pip install "
-                         f"{need.split(' or ')[0]} (or pass --report-to none)")
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
+            "comet_ml": "comet_ml", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab"}
+
+
+def trackers(report_to: str) -> list[str]:
+    """The trackers --report-to names: one, several separated by commas, all accelerate finds installed, or none."""
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        found = [n for n in TRACKERS if getattr(accelerate.utils, f"is_{n}_available")()]
+        if not found:
+            raise UsageError(f"--report-to all found no tracker installed: pip install one of {', '.join(TRACKERS)} "
+                             "(or pass --report-to none)")
+        return found
+    for name in names:
+        if name not in TRACKERS:
+            raise UsageError(f"--report-to {name} is not a tracker accelerate knows: pass one of "
+                             f"{', '.join(TRACKERS)}, several separated by commas, all or none")
+        if not getattr(accelerate.utils, f"is_{name}_available")():
+            raise UsageError(f"--report-to {name} needs {TRACKERS[name]}, which is not installed: pip install "
+                             f"{TRACKERS[name]} (or pass --report-to none)")
+    return names
 
 
 def make_accelerator(mixed_precision: Optional[str] = None, report_to: str = "none",
                      project_dir: Optional[str] = None) -> Accelerator:
     """An Accelerator; without a GPU, cpu=True so that torchrun's processes form one gloo group."""
-    _check_tracker(report_to)
+    log_with = trackers(report_to)
     try:
-        return Accelerator(cpu=not has_gpu(), mixed_precision=mixed_precision,
-                           log_with=None if report_to == "none" else report_to, project_dir=project_dir)
+        return Accelerator(cpu=not has_gpu(), mixed_precision=mixed_precision, log_with=log_with or None,
+                           project_dir=project_dir)
     except (ValueError, ImportError) as err:
         raise UsageError(f"accelerate refused the set-up ({str(err).splitlines()[0][:200]}): "
                          "check --mixed-precision and --report-to for this machine") from None

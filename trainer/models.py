@@ -222,6 +222,25 @@ def load_trained(path: str, what: str = "checkpoint") -> TrainedModel:
     return TrainedModel(model.eval(), cfg, weights)
 
 
+def hub_entries(model: nn.Module, view: View, model_kwargs: dict, crop_mode: str) -> dict[str, Any]:
+    """config.json's `model_args` and `pretrained_cfg`, as timm's Hub loader (local-dir:, hf-hub:) and transformers'
+    timm wrapper read them: the constructor's keyword arguments (num_classes apart: both loaders pass it themselves)
+    and the input the weights expect. Written here, field by field, rather than by timm's own writer, whose output
+    changes between releases."""
+    source = dict(getattr(model, "pretrained_cfg", None) or {})
+    embed = getattr(model, "patch_embed", None)
+    fixed = getattr(embed, "img_size", None) is not None and not getattr(embed, "dynamic_img_pad", False)
+    args = {**model_kwargs, **({"img_size": view.size} if fixed else {})}
+    pretrained_cfg = {
+        "input_size": [3, view.size, view.size], "fixed_input_size": bool(fixed), "interpolation": view.interpolation,
+        # "squash": square images of one size resized whole, which timm's eval transform does at crop_pct 1.
+        "crop_pct": 1.0 if crop_mode == "squash" else view.crop_pct, "crop_mode": crop_mode,
+        "mean": list(view.mean), "std": list(view.std), "num_classes": num_classes(model),
+        "first_conv": source.get("first_conv", "patch_embed.proj"), "classifier": source.get("classifier", "head"),
+        "custom_load": False}
+    return {"model_args": args, "pretrained_cfg": pretrained_cfg}
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())

@@ -13,7 +13,9 @@ from .errors import UsageError
 from .run_files import SUMMARY_FILE
 
 REBUILD_KEYS = ("architecture", "num_classes", "img_size", "mean", "std")  # what rebuilding the model needs
-_CONFIG_KEYS = (*REBUILD_KEYS, "interpolation", "crop_pct", "label_names", "model_kwargs", "training_args", "crop_mode")
+HUB_KEYS = ("model_args", "pretrained_cfg")  # what timm's Hub loader and transformers' timm wrapper read
+_CONFIG_KEYS = (*REBUILD_KEYS, "interpolation", "crop_pct", "label_names", "model_kwargs", "training_args", "crop_mode",
+                *HUB_KEYS)
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,15 @@ class RunConfig:
     # size / crop_pct, centre-crop: photos) or "squash" (square images of one size, resized whole: CIFAR); None in
     # folders written before it was recorded.
     crop_mode: Optional[str] = None
+    hub: dict[str, Any] = field(default_factory=dict)  # "model_args" and "pretrained_cfg", timm's Hub layout
 
     @staticmethod
     def of_training(cfg: TrainConfig, label_names: list[str], view: View, task: dict[str, Any],
-                    squares: bool = False) -> RunConfig:
+                    squares: bool = False, hub: Optional[dict[str, Any]] = None) -> RunConfig:
         """The record of a run that has just trained (squares: its eval images are photos stored as centre squares)."""
         return RunConfig(cfg.model, len(label_names), view.size, view.mean, view.std, view.interpolation, view.crop_pct,
-                         list(label_names), dict(cfg.model_kwargs), cfg, dict(task), "center" if squares else "squash")
+                         list(label_names), dict(cfg.model_kwargs), cfg, dict(task), "center" if squares else "squash",
+                         dict(hub or {}))
 
     @property
     def distillation(self) -> Optional[dict[str, Any]]:
@@ -65,7 +69,7 @@ class RunConfig:
                 "model_kwargs": self.model_kwargs, "img_size": self.img_size, "mean": list(self.mean),
                 "std": list(self.std), "interpolation": self.interpolation, "crop_pct": self.crop_pct,
                 "training_args": self.training.to_dict(), **self.task,
-                **({"crop_mode": self.crop_mode} if self.crop_mode else {})}
+                **({"crop_mode": self.crop_mode} if self.crop_mode else {}), **self.hub}
 
     @staticmethod
     def from_json(values: dict[str, Any], where: str = "config.json", what: str = "checkpoint") -> RunConfig:
@@ -77,7 +81,8 @@ class RunConfig:
                          tuple(values["mean"]), tuple(values["std"]), values.get("interpolation", "bicubic"),
                          float(values.get("crop_pct", 0.875)), values.get("label_names"),
                          dict(values.get("model_kwargs") or {}), TrainConfig.from_dict(values.get("training_args", {})),
-                         {k: v for k, v in values.items() if k not in _CONFIG_KEYS}, values.get("crop_mode"))
+                         {k: v for k, v in values.items() if k not in _CONFIG_KEYS}, values.get("crop_mode"),
+                         {k: values[k] for k in HUB_KEYS if k in values})
 
     @staticmethod
     def read(path: str, what: str = "checkpoint") -> RunConfig:

@@ -19,7 +19,7 @@ from ..models import load_trained
 from ..run_files import MODEL_FILE, atomic_write, write_json
 
 MAX_DISAGREEMENT = 0.005
-INPUT, OUTPUT = "image", "logits"
+INPUT, OUTPUT = "pixel_values", "logits"  # the names Hugging Face's ONNX tools (optimum) give an image classifier
 ONNX_FILE = "model.onnx"  # in the run folder, unless --output says otherwise
 
 
@@ -62,12 +62,14 @@ def require_deploy() -> None:
 def input_spec(view: View, label_names: Sequence[str], squares: bool = True) -> dict[str, Any]:
     """What the exported model expects, so that the file is usable without this package (squares: photos, cropped as
     timm's eval transform crops them; otherwise square images of one size, resized whole, as trained)."""
-    resize = (f"resize the shorter side to {round(view.size / view.crop_pct)} ({view.interpolation}), centre-crop "
+    side = view.eval_crop.side  # timm's Resize: floor(size / crop_pct)
+    resize = (f"resize the shorter side to {side} ({view.interpolation}), centre-crop "
               f"{view.size}x{view.size}" if squares else f"resize the whole square image to {view.size}x{view.size} "
               f"({view.interpolation}, antialiased)")
     return {"input": INPUT, "output": OUTPUT, "shape": ["batch", 3, view.size, view.size], "dtype": "float32",
             "mean": list(view.mean), "std": list(view.std), "interpolation": view.interpolation,
-            "crop_pct": view.crop_pct,
+            "crop_pct": view.crop_pct, "crop_mode": "center" if squares else "squash",
+            "resize": side if squares else view.size,
             "preprocess": f"RGB; {resize}; scale to [0, 1], subtract mean, divide by std",
             "label_names": list(label_names)}
 
@@ -118,6 +120,12 @@ def ort_session(path: str, threads: Optional[int] = None) -> Any:
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
+def run_session(session: Any, x: np.ndarray) -> np.ndarray:
+    """The first output for the first input, by the names the file has (an export by an older version named its input
+    `image`)."""
+    return session.run([session.get_outputs()[0].name], {session.get_inputs()[0].name: x})[0]
+
+
 def compare(model: torch.nn.Module, sessions: dict[str, Any], batches: Any) -> dict[str, Any]:
     """PyTorch's predictions against each session's on the same inputs: agreement, top-1 of each, max logit gap."""
     n, correct_torch, max_diff = 0, 0, 0.0
@@ -130,7 +138,7 @@ def compare(model: torch.nn.Module, sessions: dict[str, Any], batches: Any) -> d
             n += len(labels)
             correct_torch += int((pred == labels).sum())
             for name, session in sessions.items():
-                out = session.run([OUTPUT], {INPUT: x.numpy()})[0]
+                out = run_session(session, x.numpy())
                 agree[name] += int((out.argmax(-1) == pred).sum())
                 correct[name] += int((out.argmax(-1) == labels).sum())
                 if name == "onnx":

@@ -17,7 +17,7 @@ from ..data.loading import default_cache_dir, load_eval_split
 from ..data.placement import place_splits
 from ..errors import UsageError
 from ..models import count_params, create_model, input_view, load_trained, num_classes
-from .onnx import INPUT, ONNX_FILE, OUTPUT, export_onnx, input_spec, int8_path, ort_session, quantize_int8, require_deploy
+from .onnx import ONNX_FILE, export_onnx, input_spec, int8_path, ort_session, quantize_int8, require_deploy, run_session
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -78,10 +78,10 @@ def ort_seconds(session: Any, img_size: int, batch_size: int, warmup: int, iters
     """Seconds per batch through an ONNX Runtime session: warm-up calls, then timed calls."""
     x = np.random.default_rng(0).standard_normal((batch_size, 3, img_size, img_size), dtype=np.float32)
     for _ in range(warmup):
-        session.run([OUTPUT], {INPUT: x})
+        run_session(session, x)
     start = time.perf_counter()
     for _ in range(iters):
-        session.run([OUTPUT], {INPUT: x})
+        run_session(session, x)
     return (time.perf_counter() - start) / iters
 
 

@@ -20,6 +20,7 @@ from ..api import TrainConfig, train
 from ..data.loading import default_cache_dir
 from ..data.sources import open_dataset
 from ..errors import UsageError
+from ..model_card import write_card
 from ..models import check_weights_file, probe_model
 from ..run_files import MODEL_FILE, write_json
 from ..run_records import RunSummary
@@ -181,6 +182,10 @@ def run_study(args: StudyArgs) -> dict[str, Any]:
         except UsageError as err:
             notes.append(f"{run}: not run: {err}")
             print(f"study: {run} not run: {err}", flush=True)
+            return
+        if "STAND-IN" in inits.get(run, ""):  # the card says what its pretraining was, where it was not ImageNet
+            write_card(cfg.output_dir, notes=[f"Its start is a stand-in, {inits[run].split(': ', 1)[-1]}, not ImageNet "
+                                              "weights: it shows the mechanics, not what ImageNet pretraining is worth."])
 
     def pretrained(kind: str, run: str, model: str, kwargs: dict[str, Any], lr: Optional[float] = None,
                    **changes: Any) -> TrainConfig:

@@ -15,7 +15,8 @@ from ..data.plan import steps_per_epoch
 from ..errors import Preempted, UsageError
 from ..evaluation.inference import EvalResult, evaluate_split
 from ..evaluation.per_class import per_class_report
-from ..run_files import CURVES_FILE, EVAL_FILE, RUN_FILES
+from ..models import hub_entries
+from ..run_files import EVAL_FILE, RUN_FILES
 from ..run_records import RunConfig, RunSummary
 from .batches import EpochBatches, MicroStep
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -23,7 +24,7 @@ from .meters import Meter
 from .optim import build_optimizer
 from .preemption import StopSignal
 from .run_log import RunLog
-from .run_output import write_curves, write_run_files
+from .run_output import write_extras, write_run_files
 from .setup import Setup
 from .state import LoopState
 from .tasks import StepOutput, Task
@@ -104,14 +105,19 @@ def start(setup: Setup, task: Task) -> Training:
         if state.resume_key != task.resume_key():
             raise UsageError("--resume-from: the teacher or the training images differ from the checkpoint's "
                              "(task key mismatch): resume with the same --teacher and data arguments")
+    if acc.log_with:
+        try:
+            acc.init_trackers("vit-trainer", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                     for k, v in cfg.to_dict().items()})
+        except Exception as err:  # a tracker's own set-up: a server, an account, a backend
+            raise UsageError(f"--report-to {cfg.report_to} could not start ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:160] if str(err) else ''}): set the tracker up (its docs) "
+                             "or pass --report-to none") from None
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = RunLog(acc, cfg.output_dir, append=bool(setup.resume_checkpoint))
     if setup.resume_checkpoint:
         log.truncate_after(state.step)
         log.print(f"resuming from {setup.resume_checkpoint} (epoch {state.epoch + 1}, step {state.step})")
-    if cfg.report_to != "none":
-        acc.init_trackers("vit-trainer", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                                 for k, v in cfg.to_dict().items()})
     log.print(f"model {cfg.model}: {num_params / 1e6:.2f}M params, {setup.head_note}; "
               f"{len(setup.data.train)} train / {len(setup.data.eval)} eval images, "
               f"{acc.num_processes} process(es) on {acc.device.type}, mixed precision {acc.mixed_precision}")
@@ -228,11 +234,13 @@ def finish(t: Training) -> dict[str, Any]:
         summary.per_class = per_class_report(final_eval.preds, setup.data.eval.labels, setup.data.label_names)
     # A student's teacher runs eagerly: a compiled model's predictions are not what it would give.
     files = [f for f in RUN_FILES if f != EVAL_FILE or not cfg.compile]
-    config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry(), setup.data.eval.squares)
+    crop_mode = "center" if setup.data.eval.squares else "squash"
+    config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry(), setup.data.eval.squares,
+                                   hub_entries(setup.model, setup.view, cfg.model_kwargs, crop_mode))
     write_run_files(cfg.output_dir, weights, config, summary, final_eval.preds if EVAL_FILE in files else None,
                     setup.data, setup.view, acc)
-    if acc.is_main_process and write_curves(cfg.output_dir, cfg.kd_type if cfg.teacher else None):
-        files.append(CURVES_FILE)
+    if acc.is_main_process:
+        files += write_extras(cfg.output_dir, cfg.kd_type if cfg.teacher else None, config, summary)
     acc.wait_for_everyone()
     for tracker in acc.trackers:  # the process group stays: the entry point closes it (end_processes)
         tracker.finish()

@@ -14,8 +14,9 @@ from ..distributed import all_succeeded
 from ..evaluation.predictions import predictions_digest, save_eval_predictions
 from ..errors import warn
 from ..evaluation.curves import Curves, plot_curves
-from ..run_files import (CONFIG_FILE, CURVES_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed, atomic_write,
-                         file_digest, read_jsonl, save_state_dict, write_json)
+from ..model_card import write_card
+from ..run_files import (CARD_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed,
+                         atomic_write, file_digest, read_jsonl, save_state_dict, write_json)
 from ..run_records import RunConfig, RunSummary
 from .checkpoints import list_checkpoints
 
@@ -68,3 +69,15 @@ def write_curves(output_dir: str, kd_type: Optional[str]) -> Optional[str]:
         warn(f"{CURVES_FILE} not written ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
         return None
     return path
+
+
+def write_extras(output_dir: str, kd_type: Optional[str], config: RunConfig, summary: RunSummary) -> list[str]:
+    """What a finished run gets beside its files, for people and for the Hub: curves.png, then the model card
+    (README.md), which shows the curves. A failure is a line: the run is finished without them."""
+    written = [CURVES_FILE] if write_curves(output_dir, kd_type) else []
+    try:
+        write_card(output_dir, config=config, summary=summary)
+        written.append(CARD_FILE)
+    except Exception as err:
+        warn(f"{CARD_FILE} (the model card) not written ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+    return written
