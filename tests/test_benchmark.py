@@ -22,6 +22,9 @@ def test_cli_prints_json_last(capsys):
         assert key in out
     assert out["batch_size"] == 8 and out["device"] == "cpu" and out["precision"] == "fp32"
     assert out["images_per_s"] == pytest.approx(8 / (out["ms_per_batch"] / 1e3), rel=1e-6)
+    lines = res.stdout.strip().splitlines()
+    assert any(line.startswith("benchmark: throughput: 1 + 3 calls of batch 8") for line in lines)  # said before timing
+    assert "images/s at batch 8" in lines[-2] and "batch-1 CPU latency" in lines[-2]  # a line a person reads
 
 
 def test_out_of_memory_halves_the_batch():

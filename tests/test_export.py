@@ -36,7 +36,9 @@ def test_export_matches_pytorch_and_the_file_is_usable_alone(small_run, cache_di
     import onnxruntime as ort
 
     out = export_main(["--run", str(small_run), "--int8", "--cache-dir", str(cache_dir)])
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == out
+    assert printed[-2].startswith(f"exported {small_run} to ") and "agreement" in printed[-2]
     assert out["passed"] and out["num_samples"] == 20 and out["agreement"] >= 0.995
     assert out["top1_onnx"] == out["top1_torch"] and out["max_abs_logit_diff"] < 1e-3
     assert 0 <= out["top1_int8"] <= 1 and out["onnx_int8"] == str(small_run / "model.int8.onnx")

@@ -19,7 +19,8 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
     argv = ["--preset", "demo", "--output-dir", str(out), "--epochs", "1", "--samples-per-class", "8",
             "--standin-epochs", "1", "--standin-per-class", "8", "--cache-dir", str(cache_dir), "--no-progress"]
     study = study_main(argv)
-    first = capsys.readouterr().out.splitlines()[0]
+    said = capsys.readouterr().out
+    first = said.splitlines()[0]
     assert first.startswith("study: estimated ") and "on this cpu" in first and "--preset demo" not in first
     for run in RUNS:
         assert (out / run / "summary.json").is_file(), run
@@ -55,7 +56,10 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
     onnx = {p: os.path.getmtime(p) for run in ("part2_base_pretrained", "part3_tiny_pretrained")
             for p in (out / run / "model.onnx", out / run / "model.int8.onnx")}
     (out / "part4_tiny_scratch" / "summary.json").unlink()  # as if the study had been interrupted there
+    assert "study: measuring the test-time throughput of part2_base_pretrained" in said  # the silent phase speaks
     again = study_main(argv)
+    assert again["sessions"] == 2 and again["study_wall_s"] > study["study_wall_s"]  # the whole study's time
+    assert "over 2 sessions" in (out / "report.md").read_text()
     for run in RUNS[:-1]:
         assert os.path.getmtime(out / run / "summary.json") == stamps[run], run
     assert (out / "part4_tiny_scratch" / "summary.json").is_file()
@@ -156,6 +160,26 @@ def test_the_hw2_study_without_a_gpu_says_how_long_and_points_to_the_demo(tmp_pa
     assert 1.5 < hours < 5 and " h on this cpu" in line and "--preset demo" in line
     assert "a training image takes 50 ms (ViT-B) and 5 ms (ViT-Ti)" in line  # what the estimate rests on
     assert not out.exists()  # nothing run, nothing written
+
+
+def test_the_study_says_the_hub_cannot_give_its_weights_before_anything_runs(tmp_path, toy_dataset):
+    from .helpers import run_script
+
+    res = run_script("-m trainer.study", "--preset", "hw2", "--dataset", str(toy_dataset), "--output-dir",
+                     str(tmp_path / "hw2"), env={"HF_HUB_OFFLINE": "1"})
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-3000:]
+    assert "need ImageNet weights for vit_base_patch16_224" in lines[0] and "--pretrained-base-file" in lines[0]
+    assert "--stand-in" in lines[0] and not (tmp_path / "hw2").exists()
+
+
+def test_a_smoke_study_on_real_data_takes_fewer_eval_images(tmp_path, toy_dataset, monkeypatch):
+    import trainer.study.four_parts as four_parts
+
+    seen = []
+    monkeypatch.setattr(four_parts, "estimate_line", lambda p, *a, **k: seen.append(p.eval_samples_per_class) or "")
+    study_main(["--preset", "hw2", "--dataset", str(toy_dataset), "--estimate-only", "--eval-samples-per-class", "3"])
+    assert seen == [3]
 
 
 def test_an_estimate_needs_no_study_folder(tmp_path, toy_dataset, capsys, monkeypatch):
