@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from trainer.config import TrainConfig, build_parser, parse_args, validate
+from trainer.config import TrainConfig, validate
+from trainer.train_args import build_parser, parse_args
 from trainer.errors import UsageError
 
 

@@ -107,7 +107,7 @@ def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_
                                            ("device", ["--random-crop", "4"]), ("host", ["--random-resized-crop"])])
 def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path, data_on, extra):
     from trainer.training.batches import EpochBatches
-    from trainer.config import parse_args
+    from trainer.train_args import parse_args
     from trainer.distill.tasks import distillation_task
     from trainer.training.setup import build_setup
 

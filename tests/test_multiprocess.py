@@ -130,7 +130,7 @@ def test_teacher_cache_on_two_processes_equals_online_teacher(two_process_run, o
     script = tmp_path / "online_then_cached.py"
     script.write_text(f"""
 from trainer.api import train
-from trainer.config import parse_args
+from trainer.train_args import parse_args
 from trainer.distributed import end_processes
 
 for mode, extra in (("online", []), ("cached", {shared!r})):

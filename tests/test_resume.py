@@ -72,7 +72,7 @@ def test_sigkill_then_resume_matches_uninterrupted(toy_dataset, cache_dir, tmp_p
 
 def test_non_finite_loss_stops_with_the_step(toy_dataset, cache_dir, tmp_path):
     from trainer.api import train
-    from trainer.config import parse_args
+    from trainer.train_args import parse_args
     from trainer.errors import UsageError
     from trainer.training.tasks import Classification
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from ..config import parse_args
 from ..errors import Preempted, exit_on_usage_error
+from ..train_args import parse_args
 
 
 @exit_on_usage_error
