@@ -51,7 +51,7 @@ def _prepare(case: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp / "strings"))
 
 
-BEFORE_DECODING = ("patch_zero", "embed_dim_odd", "depth_negative", "drop_rate", "patch_over_image", "patch_grid",
+BEFORE_DECODING = ("opt_unknown", "patch_zero", "embed_dim_odd", "depth_negative", "drop_rate", "patch_over_image", "patch_grid",
                    "seed", "weight_decay_inf", "samples_zero", "output_empty", "teacher_is_output", "one_class",
                    "string_labels")
 
@@ -127,6 +127,12 @@ CASES = [
      ["--epochs must be at least 1, got -1"]),
     ("study_epochs_zero", "study", ["--preset", "demo", "--epochs", "0", "--output-dir", "{tmp}/out"],
      ["--epochs must be at least 1, got 0"]),
+    ("opt_unknown", "train_cls.py", ["--opt", "adamww"], ["--opt adamww is not one of timm's optimizers",
+                                                          "did you mean adamw"]),
+    ("layer_decay_range", "train_cls.py", ["--layer-decay", "1.5"], ["--layer-decay must be in (0, 1]"]),
+    ("layer_decay_feature", "train_kd.py", ["--teacher", "{tmp}", "--kd-type", "feature", "--layer-decay", "0.7"],
+     ["--layer-decay with --kd-type feature"]),
+    ("drop_path_range", "train_cls.py", ["--drop-path", "1"], ["--drop-path must be in [0, 1)"]),
     ("benchmark_img_size", "benchmark", ["--model", "vit_tiny_patch16_224", "--img-size", "7"],
      ["--img-size must be at least 8, got 7"]),
     ("benchmark_classes", "benchmark", ["--model", "vit_tiny_patch16_224", "--num-classes", "-1"],

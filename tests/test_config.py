@@ -28,6 +28,7 @@ def test_typed_values_are_parsed_once():
     assert cfg.flip is False and cfg.img_size == 32
     assert cfg.model_kwargs == {"patch_size": 4, "drop_rate": 0.1, "global_pool": "avg"}
     assert parse_args(["--checkpoint-every", "epoch"]).checkpoint_every == "epoch"
+    assert parse_args(["--smoothing", "0.1"]).label_smoothing == 0.1  # timm's train.py name works too
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -26,6 +26,7 @@ class Opt:
     nargs: Optional[str] = None
     kd_only: bool = False  # only train_kd.py has it
     required: bool = False
+    aliases: tuple[str, ...] = ()  # other spellings on the command line (timm's train.py names)
 
 
 def _option(group: str) -> Callable[..., Any]:
@@ -91,15 +92,28 @@ class TrainConfig:
                                nargs="*", metavar="K=V", parse=str, after=parse_kwargs)
     pretrained: bool = _model(False, "start from timm's pretrained weights (hub)")
     pretrained_file: Optional[str] = _model(None, "start from a local .safetensors/.pth file", parse=str)
+    drop: float = _model(0.0, "dropout rate (timm's drop_rate)", check=lambda v: 0 <= v < 1, rule="in [0, 1)")
+    drop_path: float = _model(0.0, "stochastic depth: the rate at which a residual block is dropped (timm's "
+                              "drop_path_rate)", check=lambda v: 0 <= v < 1, rule="in [0, 1)")
 
     epochs: int = _optim(5, **AT_LEAST_1)
     batch_size: int = _optim(64, "per process", **AT_LEAST_1)
     eval_batch_size: Optional[int] = _optim(None, "per process (default: 2x --batch-size)", parse=int, **AT_LEAST_1)
-    lr: float = _optim(1e-4, "peak learning rate (AdamW)", check=lambda v: 0 < v < 10, rule="in (0, 10)")
+    opt: str = _optim("adamw", "optimizer, by its timm name (timm.optim.list_optimizers(): adamw, sgd, lamb, lion, ...)")
+    lr: float = _optim(1e-4, "peak learning rate", check=lambda v: 0 < v < 10, rule="in (0, 10)")
     weight_decay: float = _optim(0.05, **NON_NEGATIVE)
+    momentum: float = _optim(0.9, "momentum of SGD-like optimizers", check=lambda v: 0 <= v < 1, rule="in [0, 1)")
+    opt_eps: Optional[float] = _optim(None, "optimizer epsilon (default: the optimizer's)", parse=float,
+                                      check=lambda v: v > 0, rule="> 0")
+    opt_betas: Optional[list] = _optim(None, "optimizer betas (default: the optimizer's)", nargs="+", parse=float,
+                                       metavar="BETA", check=lambda v: all(0 <= b < 1 for b in v), rule="in [0, 1)")
+    layer_decay: Optional[float] = _optim(
+        None, "layer-wise lr decay: each block's lr is the next block's times this, the head's the full lr (BEiT/MAE "
+        "fine-tunes: 0.65-0.75)", parse=float, check=lambda v: 0 < v <= 1, rule="in (0, 1]")
     warmup_epochs: float = _optim(0.5, "linear warm-up, then cosine decay", **NON_NEGATIVE)
     min_lr_ratio: float = _optim(0.0, "final lr as a fraction of --lr", check=lambda v: 0 <= v <= 1, rule="in [0, 1]")
-    label_smoothing: float = _optim(0.0, check=lambda v: 0 <= v < 1, rule="in [0, 1)")
+    label_smoothing: float = _optim(0.0, "label smoothing of the targets", check=lambda v: 0 <= v < 1,
+                                    rule="in [0, 1)", aliases=("--smoothing",))
     clip_grad: Optional[float] = _optim(1.0, "max gradient norm (0: off)", after=lambda v: v or None,
                                        check=lambda v: v > 0, rule="> 0 (or 0 for off)")
     grad_accum: int = _optim(1, "micro-batches per optimizer step", **AT_LEAST_1)
@@ -194,6 +208,9 @@ def validate(cfg: TrainConfig) -> None:
              "--pretrained and --pretrained-file exclude each other: pick the hub weights or the local file")
     if cfg.teacher_cache_dir:
         _require_writable(cfg.teacher_cache_dir, "--teacher-cache-dir")
+    _require(not (cfg.layer_decay is not None and cfg.teacher and cfg.kd_type == "feature"),
+             "--layer-decay with --kd-type feature: the projection trained beside the student has no layer to decay "
+             "with; drop --layer-decay or pick --kd-type soft|hard|token")
     _require(not (cfg.random_crop and cfg.random_resized_crop),
              "--random-crop and --random-resized-crop exclude each other: pick one crop")
     _require(bool(cfg.output_dir), "--output-dir is empty: pass a folder path")

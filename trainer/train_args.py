@@ -31,7 +31,7 @@ def build_parser(kd: bool = False, prog: Optional[str] = None, teacher_given: bo
             g.add_argument(flag(("no_" if default else "") + f.name), dest=f.name, help=o.help,
                            action="store_false" if default else "store_true")
             continue
-        g.add_argument(flag(f.name), dest=f.name, default=[] if o.nargs == "*" else default, help=o.help,
+        g.add_argument(flag(f.name), *o.aliases, dest=f.name, default=[] if o.nargs == "*" else default, help=o.help,
                        type=o.parse or type(default), choices=o.choices, metavar=o.metavar, nargs=o.nargs,
                        **({"required": True} if o.required and kd and not teacher_given else {}))
     return p

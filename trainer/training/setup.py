@@ -21,6 +21,7 @@ from ..models import create_model, input_view, probe_model
 from ..run_files import CONFIG_FILE, FINISHED_FILES, output_dir_in_use
 from ..run_records import RunConfig, RunSummary
 from .checkpoints import check_resumable, list_checkpoints, trajectory_args
+from .optim import check_optimizer
 
 
 @dataclass
@@ -42,6 +43,13 @@ def _eval_crop(cfg: TrainConfig) -> EvalCrop:
     pcfg = timm.models.get_pretrained_cfg(cfg.model)
     size = cfg.img_size or (int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224)
     return EvalCrop(size, float(pcfg.crop_pct) if pcfg is not None and pcfg.crop_pct else 0.875)
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments the model is built with: --model-kwargs, with --drop and --drop-path (timm's drop_rate,
+    drop_path_rate) where they are set."""
+    regularisers = {"drop_rate": cfg.drop, "drop_path_rate": cfg.drop_path}
+    return {**{k: v for k, v in regularisers.items() if v}, **cfg.model_kwargs}
 
 
 def already_complete(cfg: TrainConfig) -> Optional[dict[str, Any]]:
@@ -90,8 +98,9 @@ def build_setup(cfg: TrainConfig) -> Setup:
         warn(slow)
     resume_checkpoint = check_resumable(cfg)
     check_output_dir(cfg, resume_checkpoint)
+    check_optimizer(cfg.opt)
     if not cfg.pretrained_file:  # what timm refuses is found now, not after decoding (a file is checked when read)
-        probe_model(cfg.model, {**cfg.model_kwargs, **({"img_size": cfg.img_size} if cfg.img_size else {})},
+        probe_model(cfg.model, {**model_kwargs(cfg), **({"img_size": cfg.img_size} if cfg.img_size else {})},
                     pretrained=cfg.pretrained)
     set_seed(cfg.seed)
     data = main_process_first(accelerator, lambda: load_data(
@@ -102,7 +111,7 @@ def build_setup(cfg: TrainConfig) -> Setup:
         val_split_percent=cfg.val_split_percent))
     set_seed(cfg.seed)  # the same initial weights whatever the data step drew
     model, head_note = main_process_first(accelerator, lambda: create_model(
-        cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=cfg.model_kwargs,
+        cfg.model, len(data.label_names), img_size=cfg.img_size, model_kwargs=model_kwargs(cfg),
         pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file))
     data_note = place_splits([data.train, data.eval], cfg.data_on, accelerator.device)
     return Setup(cfg, accelerator, data, model, input_view(model, cfg.img_size), head_note, data_note, resume_checkpoint)
