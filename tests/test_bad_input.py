@@ -51,9 +51,9 @@ def _prepare(case: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp / "strings"))
 
 
-BEFORE_DECODING = ("opt_unknown", "patch_zero", "embed_dim_odd", "depth_negative", "drop_rate", "patch_over_image", "patch_grid",
-                   "seed", "weight_decay_inf", "samples_zero", "output_empty", "teacher_is_output", "one_class",
-                   "string_labels")
+BEFORE_DECODING = ("opt_unknown", "patch_zero", "embed_dim_odd", "depth_negative", "drop_rate", "patch_over_image",
+                   "patch_grid", "seed", "weight_decay_inf", "samples_zero", "output_empty", "teacher_is_output",
+                   "one_class", "string_labels")
 
 
 # (case, entry point, arguments ({data}, {tmp} filled in), words the one line must hold)
