@@ -39,8 +39,8 @@ def _option(group: str) -> Callable[..., Any]:
     return option
 
 
-_data, _model, _optim, _output, _kd = (_option(g) for g in ("data", "model", "optimisation", "logging and output",
-                                                          "distillation"))
+_data, _model, _optim, _recipe, _output, _kd = (_option(g) for g in ("data", "model", "optimisation", "recipe",
+                                                                   "logging and output", "distillation"))
 AT_LEAST_1 = dict(check=lambda v: v >= 1, rule="at least 1")
 NON_NEGATIVE = dict(check=lambda v: v >= 0, rule=">= 0")
 
@@ -122,6 +122,14 @@ class TrainConfig:
     compile: bool = _optim(False, "torch.compile the model")
     seed: int = _optim(42, "fixes selection, init, order and augmentation", check=lambda v: 0 <= v < 2**32,
                        rule="in [0, 2^32)")
+
+    model_ema: bool = _recipe(False, "keep an exponential moving average of the weights (timm's ModelEmaV3), evaluate "
+                              "it beside the live model and save it as model_ema.safetensors")
+    model_ema_decay: float = _recipe(0.9998, "--model-ema's decay (timm's default: a memory of about 5,000 steps; "
+                                     "with --model-ema-warmup it is only the cap)", check=lambda v: 0 <= v < 1,
+                                     rule="in [0, 1)")
+    model_ema_warmup: bool = _recipe(False, "--model-ema: warm the decay up as timm does, 1 - (1 + step)^(-2/3), so "
+                                     "that a run of a few hundred steps averages its own later weights")
 
     output_dir: str = _output("runs/latest")
     overwrite: bool = _output(False, "replace another run's files in --output-dir")

@@ -26,9 +26,10 @@ CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval_predictions.safetensors"
+EMA_FILE = "model_ema.safetensors"  # with --model-ema: the averaged weights, loadable as the model is
 CARD_FILE = "README.md"  # the model card: what the Hub shows
 CURVES_FILE = "curves.png"  # drawn from metrics.jsonl when a run ends; not needed to load or continue a run
-RUN_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, EVAL_FILE)
+RUN_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, EVAL_FILE, EMA_FILE)
 FINISHED_FILES = (MODEL_FILE, CONFIG_FILE, SUMMARY_FILE)  # written when a run ends
 
 

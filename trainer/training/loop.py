@@ -16,10 +16,11 @@ from ..errors import Preempted, UsageError
 from ..evaluation.inference import EvalResult, evaluate_split
 from ..evaluation.per_class import per_class_report
 from ..models import hub_entries
-from ..run_files import EVAL_FILE, RUN_FILES
+from ..run_files import EMA_FILE, EVAL_FILE, RUN_FILES
 from ..run_records import RunConfig, RunSummary
 from .batches import EpochBatches, MicroStep
 from .checkpoints import load_checkpoint, save_checkpoint
+from .ema import ModelEmaV3, build_ema, update_ema
 from .meters import Meter
 from .optim import build_optimizer
 from .preemption import StopSignal
@@ -42,7 +43,9 @@ class Training:
     state: LoopState
     log: RunLog
     num_params: int  # counted before accelerate wraps (and, under FSDP, shards) the model
+    ema: Optional[ModelEmaV3] = None  # --model-ema's average of the weights
     last_eval: Optional[EvalResult] = None
+    last_ema_eval: Optional[EvalResult] = None
     saved: tuple[int, str] = (-1, "")  # (step, folder) of the newest checkpoint saved
 
 
@@ -87,6 +90,7 @@ def fit(setup: Setup, task: Task, stop: Optional[StopSignal] = None) -> dict[str
     state.check_finite(cfg.output_dir)
     if t.last_eval is None:  # resumed from the very last checkpoint: nothing left to train, evaluate once
         t.last_eval = evaluate_now(t, keep_preds=True)
+        t.last_ema_eval = evaluate_now(t, model=t.ema.module) if t.ema is not None else None
     return finish(t)
 
 
@@ -97,6 +101,7 @@ def start(setup: Setup, task: Task) -> Training:
     model = cast(torch.nn.Module, torch.compile(task.model)) if cfg.compile else task.model
     n_steps = steps_per_epoch(len(setup.data.train), cfg, acc.num_processes)
     optimizer, scheduler = build_optimizer(model, cfg, n_steps, acc.device)
+    ema = build_ema(task.model, cfg, acc, n_steps * cfg.epochs)  # from the starting weights, before any wrapping
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)
     state = LoopState(Meter(acc.device, task.loss_parts), resume_key=task.resume_key())
@@ -126,7 +131,7 @@ def start(setup: Setup, task: Task) -> Training:
         log.print(setup.data.eval_note)
     if not setup.resume_checkpoint:
         task.announce(log)
-    return Training(setup, task, model, optimizer, scheduler, state, log, num_params)
+    return Training(setup, task, model, optimizer, scheduler, state, log, num_params, ema)
 
 
 def forward_backward(t: Training, micro: MicroStep) -> StepOutput:
@@ -146,6 +151,7 @@ def optimizer_step(t: Training) -> None:
     t.scheduler.step()
     t.optimizer.zero_grad(set_to_none=True)
     t.state.step += 1
+    update_ema(t.ema, t.model, t.setup.accelerator, t.state.step)
 
 
 def _every(n: int, step: int) -> bool:
@@ -170,12 +176,16 @@ def log_and_evaluate(t: Training, at: float, end_of_epoch: bool, bar: tqdm) -> N
     # Only the final evaluation keeps its predictions (eval_predictions.safetensors).
     res = evaluate_now(t, keep_preds=end_of_epoch and state.epoch == cfg.epochs)
     state.best_eval_top1 = res.top1 if state.best_eval_top1 is None else max(state.best_eval_top1, res.top1)
-    t.log.event("eval", at, state.step, loss=res.loss, top1=res.top1, images_per_s=res.images_per_s, **res.agreement)
-    t.last_eval = res
+    ema = evaluate_now(t, model=t.ema.module) if t.ema is not None else None
+    ema_figures = {"ema_loss": ema.loss, "ema_top1": ema.top1} if ema is not None else {}
+    t.log.event("eval", at, state.step, loss=res.loss, top1=res.top1, images_per_s=res.images_per_s, **res.agreement,
+                **ema_figures)
+    t.last_eval, t.last_ema_eval = res, ema
     if end_of_epoch:
         agree = "".join(f" {k} {v:.4f} |" for k, v in res.agreement.items())
+        averaged = f" ema loss {ema.loss:.4f} top1 {ema.top1:.4f} |" if ema is not None else ""
         t.log.print(f"epoch {state.epoch}/{cfg.epochs} | step {state.step} | train loss {train.loss:.4f} top1 "
-                    f"{train.top1:.4f} | eval loss {res.loss:.4f} top1 {res.top1:.4f} |{agree} "
+                    f"{train.top1:.4f} | eval loss {res.loss:.4f} top1 {res.top1:.4f} |{agree}{averaged} "
                     f"{rate(images_per_s)} img/s | {state.clock.read():.1f}s")
 
 
@@ -184,11 +194,11 @@ def rate(per_s: float) -> str:
     return f"{per_s:.0f}" if per_s >= 100 else f"{per_s:.3g}"
 
 
-def evaluate_now(t: Training, keep_preds: bool = False) -> EvalResult:
-    """Evaluate through the prepared model, off the training clock."""
+def evaluate_now(t: Training, keep_preds: bool = False, model: Optional[torch.nn.Module] = None) -> EvalResult:
+    """Evaluate through the prepared model (or another: the EMA), off the training clock."""
     cfg = t.setup.cfg
     with t.state.clock.paused():
-        return evaluate_split(t.model, t.setup.data.eval, t.setup.view, t.setup.accelerator,
+        return evaluate_split(model or t.model, t.setup.data.eval, t.setup.view, t.setup.accelerator,
                               cfg.eval_batch_size or 2 * cfg.batch_size, t.task.eval_references(), keep_preds)
 
 
@@ -228,17 +238,19 @@ def finish(t: Training) -> dict[str, Any]:
         train_images_per_s=len(setup.data.train) * cfg.epochs / max(train_time, 1e-9),
         best_eval_top1=state.best_eval_top1,
         final={"train_loss": final_train.loss, "train_top1": final_train.top1, "eval_loss": final_eval.loss,
-               "eval_top1": final_eval.top1, **{f"train_loss_{k}": v for k, v in final_train.parts.items()}},
+               "eval_top1": final_eval.top1, **{f"train_loss_{k}": v for k, v in final_train.parts.items()},
+               **({"ema_loss": t.last_ema_eval.loss, "ema_top1": t.last_ema_eval.top1} if t.last_ema_eval else {})},
         task=task.summary(final_eval))
     if acc.is_main_process and final_eval.preds is not None:
         summary.per_class = per_class_report(final_eval.preds, setup.data.eval.labels, setup.data.label_names)
     # A student's teacher runs eagerly: a compiled model's predictions are not what it would give.
-    files = [f for f in RUN_FILES if f != EVAL_FILE or not cfg.compile]
+    files = [f for f in RUN_FILES if (f != EVAL_FILE or not cfg.compile) and (f != EMA_FILE or t.ema is not None)]
     crop_mode = "center" if setup.data.eval.squares else "squash"
     config = RunConfig.of_training(cfg, setup.data.label_names, setup.view, task.config_entry(), setup.data.eval.squares,
                                    hub_entries(setup.model, setup.view, cfg.model_kwargs, crop_mode))
+    ema_weights = task.saved_weights(t.ema.module.state_dict()) if t.ema is not None else None
     write_run_files(cfg.output_dir, weights, config, summary, final_eval.preds if EVAL_FILE in files else None,
-                    setup.data, setup.view, acc)
+                    setup.data, setup.view, acc, ema_weights)
     if acc.is_main_process:
         files += write_extras(cfg.output_dir, cfg.kd_type if cfg.teacher else None, config, summary)
     acc.wait_for_everyone()

@@ -3,7 +3,7 @@ written by the main process; all of them or none (a failed write removes the one
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from accelerate import Accelerator
@@ -15,7 +15,7 @@ from ..evaluation.predictions import predictions_digest, save_eval_predictions
 from ..errors import warn
 from ..evaluation.curves import Curves, plot_curves
 from ..model_card import write_card
-from ..run_files import (CARD_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed,
+from ..run_files import (CARD_FILE, CONFIG_FILE, CURVES_FILE, EMA_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed,
                          atomic_write, file_digest, read_jsonl, save_state_dict, write_json)
 from ..run_records import RunConfig, RunSummary
 from .checkpoints import list_checkpoints
@@ -31,16 +31,20 @@ def _fix(output_dir: str) -> str:
 
 
 def write_run_files(output_dir: str, weights: dict[str, torch.Tensor], config: RunConfig, summary: RunSummary,
-                    eval_preds: Optional[torch.Tensor], data: DataBundle, view: View, accelerator: Accelerator) -> None:
+                    eval_preds: Optional[torch.Tensor], data: DataBundle, view: View, accelerator: Accelerator,
+                    ema_weights: Optional[dict[str, torch.Tensor]] = None) -> None:
     """The finished run's files, each written atomically; WriteFailed (on every process) when any cannot be."""
     error: Optional[WriteFailed] = None
     written: list[str] = []
     if accelerator.is_main_process:
         fix = _fix(output_dir)
+        files: list[tuple[str, Callable[[str], None]]] = [(MODEL_FILE, lambda p: save_state_dict(weights, p, fix))]
+        if ema_weights is not None:
+            files.append((EMA_FILE, lambda p: save_state_dict(ema_weights, p, fix)))
+        files += [(CONFIG_FILE, lambda p: write_json(p, config.to_json(), fix)),
+                  (SUMMARY_FILE, lambda p: write_json(p, summary.to_json(), fix))]
         try:
-            for name, write in ((MODEL_FILE, lambda p: save_state_dict(weights, p, fix)),
-                                (CONFIG_FILE, lambda p: write_json(p, config.to_json(), fix)),
-                                (SUMMARY_FILE, lambda p: write_json(p, summary.to_json(), fix))):
+            for name, write in files:
                 write(os.path.join(output_dir, name))
                 written.append(os.path.join(output_dir, name))
             if eval_preds is not None:
