@@ -36,11 +36,7 @@ def test_the_ema_is_evaluated_beside_the_model_saved_loadable_and_resumed_exactl
         summary["final"]["ema_loss"], rel=1e-5)
     # Cut off after step 10 of 20: the average continues from the checkpoint as if nothing had happened.
     cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    for name in ("model.safetensors", "model_ema.safetensors", "config.json", "summary.json", "README.md"):
-        (cut / name).unlink()
-    for step in (15, 20):
-        shutil.rmtree(cut / "checkpoints" / f"step-{step}")
+    _cut_after_step_10(full, cut)
     res = run_here(main_cls, *_args(toy_dataset, cut, cache_dir, *args, "--resume-from", "auto"), capsys=capsys)
     assert res.returncode == 0 and "resuming from" in res.stdout and "step 10" in res.stdout, res.stderr[-2000:]
     assert_same_run(full, cut)
@@ -60,3 +56,41 @@ def test_ema_decay_out_of_range_is_one_line(toy_dataset, tmp_path, capsys):
                                     "1"), capsys=capsys)
     assert res.returncode == 2 and "--model-ema-decay must be in [0, 1), got 1.0" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _cut_after_step_10(full, cut):
+    shutil.copytree(full, cut)
+    for name in ("model.safetensors", "config.json", "summary.json", "README.md", "model_ema.safetensors"):
+        if (cut / name).exists():
+            (cut / name).unlink()
+    for step in (15, 20):
+        shutil.rmtree(cut / "checkpoints" / f"step-{step}")
+
+
+def test_a_mixed_run_learns_and_resumes_to_the_same_weights(toy_dataset, cache_dir, tmp_path, capsys):
+    full = tmp_path / "full"
+    args = ["--mixup", "0.8", "--cutmix", "1.0", "--mixup-mode", "elem", "--label-smoothing", "0.1",
+            "--checkpoint-every", "5", "--keep-checkpoints", "10", "--epochs", "2"]
+    main_cls(_args(toy_dataset, full, cache_dir, *args))
+    trains = [r["loss"] for r in read_jsonl(str(full / "metrics.jsonl")) if r["event"] == "train"]
+    assert trains[-1] < trains[0]  # soft targets still teach
+    cut = tmp_path / "cut"
+    _cut_after_step_10(full, cut)
+    res = run_here(main_cls, *_args(toy_dataset, cut, cache_dir, *args, "--resume-from", "auto"), capsys=capsys)
+    assert res.returncode == 0 and "step 10" in res.stdout, res.stderr[-2000:]
+    assert_same_run(full, cut)  # every mixing draw came from the plan, not from a generator's state
+
+
+def test_mixing_off_epoch_and_the_teacher_sees_the_mixed_batch(toy_dataset, cache_dir, tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.data.mixing import MixSettings
+
+    cfg = TrainConfig(mixup=0.8, mixup_off_epoch=2)
+    assert MixSettings.of(cfg, 1) is not None and MixSettings.of(cfg, 2) is None
+    teacher = tmp_path / "teacher"
+    main_cls(_args(toy_dataset, teacher, cache_dir, "--epochs", "1"))
+    from trainer.commands.train import main_kd
+
+    summary = main_kd([*_args(toy_dataset, tmp_path / "kd", cache_dir, "--epochs", "1", "--mixup", "0.8", "--cutmix",
+                              "1.0"), "--teacher", str(teacher)])
+    assert summary["teacher_agreement"] is not None and summary["final"]["train_loss_kd"] > 0

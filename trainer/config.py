@@ -123,6 +123,21 @@ class TrainConfig:
     seed: int = _optim(42, "fixes selection, init, order and augmentation", check=lambda v: 0 <= v < 2**32,
                        rule="in [0, 2^32)")
 
+    mixup: float = _recipe(0.0, "mixup alpha: images blended with the batch reversed, lambda ~ Beta(alpha, alpha) "
+                           "(0: off; DeiT: 0.8)", **NON_NEGATIVE)
+    cutmix: float = _recipe(0.0, "cutmix alpha: a box of the reversed batch pasted in (0: off; DeiT: 1.0)",
+                            **NON_NEGATIVE)
+    cutmix_minmax: Optional[list] = _recipe(None, "cutmix box sides as fractions of the image, drawn in [MIN, MAX) "
+                                            "(sets cutmix alpha to 1, as timm does)", nargs=2, parse=float,
+                                            metavar=("MIN", "MAX"), check=lambda v: 0 < v[0] < v[1] <= 1,
+                                            rule="two increasing fractions 0 < MIN < MAX <= 1")
+    mixup_prob: float = _recipe(1.0, "probability of mixing a batch (or an image, --mixup-mode elem)",
+                                check=lambda v: 0 <= v <= 1, rule="in [0, 1]")
+    mixup_switch_prob: float = _recipe(0.5, "with both --mixup and --cutmix: probability of cutmix",
+                                       check=lambda v: 0 <= v <= 1, rule="in [0, 1]")
+    mixup_mode: str = _recipe("batch", "one draw per batch, per pair of images (i, B-1-i), or per image",
+                              choices=("batch", "pair", "elem"))
+    mixup_off_epoch: int = _recipe(0, "stop mixing from this epoch on (0: never)", **NON_NEGATIVE)
     model_ema: bool = _recipe(False, "keep an exponential moving average of the weights (timm's ModelEmaV3), evaluate "
                               "it beside the live model and save it as model_ema.safetensors")
     model_ema_decay: float = _recipe(0.9998, "--model-ema's decay (timm's default: a memory of about 5,000 steps; "
@@ -219,6 +234,13 @@ def validate(cfg: TrainConfig) -> None:
     _require(not (cfg.layer_decay is not None and cfg.teacher and cfg.kd_type == "feature"),
              "--layer-decay with --kd-type feature: the projection trained beside the student has no layer to decay "
              "with; drop --layer-decay or pick --kd-type soft|hard|token")
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0 or cfg.cutmix_minmax is not None
+    _require(not (mixing and cfg.teacher and (cfg.teacher_cache or cfg.teacher_cache_dir) and cfg.kd_alpha > 0),
+             "--teacher-cache with --mixup/--cutmix: the teacher must see each mixed batch, new every epoch; drop "
+             "--teacher-cache and --teacher-cache-dir (the teacher then runs on the mixed images, as DeiT's does)")
+    _require(not (mixing and cfg.teacher and cfg.kd_type == "feature"),
+             "--mixup/--cutmix with --kd-type feature: a blend of two images has no feature target of its own; pick "
+             "--kd-type soft|hard|token")
     _require(not (cfg.random_crop and cfg.random_resized_crop),
              "--random-crop and --random-resized-crop exclude each other: pick one crop")
     _require(bool(cfg.output_dir), "--output-dir is empty: pass a folder path")

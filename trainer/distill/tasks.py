@@ -9,6 +9,7 @@ from accelerate import Accelerator
 
 from ..config import TrainConfig
 from ..data.augment import View, augment
+from ..data.mixing import mix
 from ..evaluation.inference import EvalResult
 from ..training.batches import Batch
 from ..training.run_log import RunLog
@@ -59,6 +60,8 @@ class Distillation(Classification):
             return self.cache.lookup(batch)
         view = self.teacher.view
         x = batch.inputs if self.same_view else augment(batch.images, view, batch.draws, batch.squares)
+        if batch.mix is not None and not self.same_view:  # the teacher sees the student's mixed batch (DeiT)
+            x = mix(x, batch.mix)
         with torch.inference_mode(), self.accelerator.autocast():
             out = self.teacher.outputs(self.kind, x)
         return out.float().clone()  # a normal tensor again, so autograd may save it for the student's backward

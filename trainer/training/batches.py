@@ -3,7 +3,7 @@ steps (gradient accumulation)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from accelerate import Accelerator
@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from ..config import TrainConfig
 from ..data.augment import Draws, View, augment
 from ..data.loading import SplitData
+from ..data.mixing import MixDraws, MixSettings, draw_mix, mix, mix_generator, mixed_targets
 from ..data.plan import epoch_slices, padded_positions, plan_epoch, resized_crop
 
 
@@ -23,8 +24,10 @@ class Batch:
     index: torch.Tensor  # rows of the train split, for per-image caches
     draws: Draws  # its augmentation, from the epoch plan
     squares: bool  # images are photos stored as their centre squares (see augment.crop_square)
-    inputs: torch.Tensor  # the augmented, normalised view of the run's model
+    inputs: torch.Tensor  # the augmented, normalised view of the run's model (mixed, with --mixup/--cutmix)
     epoch: int = 0  # whose plan drew the augmentation (a per-view cache of random crops is kept per epoch)
+    mix: Optional[MixDraws] = None  # how the batch was mixed with itself reversed
+    targets: Optional[torch.Tensor] = None  # [B, classes] soft targets of a mixed batch (labels: the unmixed ones)
 
 
 @dataclass
@@ -41,7 +44,8 @@ class MicroStep:
 class EpochBatches:
     """This process's micro-batches of one epoch, in plan order."""
 
-    def __init__(self, split: SplitData, view: View, cfg: TrainConfig, accelerator: Accelerator, epoch: int):
+    def __init__(self, split: SplitData, view: View, cfg: TrainConfig, accelerator: Accelerator, epoch: int,
+                 num_classes: Optional[int] = None):
         n, world, device = len(split), accelerator.num_processes, accelerator.device
         plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop, resized_crop(cfg, split))
         padded = padded_positions(n, world)
@@ -51,6 +55,7 @@ class EpochBatches:
         self.draws = plan.draws(cfg.random_crop).take(padded, device)
         self.slices = epoch_slices(n, cfg.batch_size, world, accelerator.process_index)
         self.split, self.view, self.cfg, self.epoch = split, view, cfg, epoch
+        self.mixing, self.num_classes, self.rank = MixSettings.of(cfg, epoch), num_classes, accelerator.process_index
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -66,7 +71,13 @@ class EpochBatches:
             if micro + 1 < count:  # the plan knows the next rows: a store off the device fetches them meanwhile
                 store.prefetch(self.store_order[slice(*self.slices[micro + 1])])
             inputs = augment(images, self.view, draws, self.split.squares)
+            mixed, targets = None, None
+            if self.mixing is not None and self.num_classes:
+                mixed = draw_mix(mix_generator(self.cfg.seed, self.epoch, micro, self.rank), len(idx), self.view.size,
+                                 self.mixing)
+                inputs, targets = mix(inputs, mixed), mixed_targets(labels, self.num_classes, mixed,
+                                                                    self.cfg.label_smoothing)
             group_start = micro - micro % accum
             group = min(accum, count - group_start)
             yield MicroStep(micro, count, group, micro == group_start + group - 1,
-                            Batch(images, labels, idx, draws, self.split.squares, inputs, self.epoch))
+                            Batch(images, labels, idx, draws, self.split.squares, inputs, self.epoch, mixed, targets))

@@ -61,7 +61,7 @@ def fit(setup: Setup, task: Task, stop: Optional[StopSignal] = None) -> dict[str
     cfg, state = setup.cfg, t.state
     t.model.train()
     for epoch in range(state.epoch, cfg.epochs):
-        batches = EpochBatches(setup.data.train, setup.view, cfg, setup.accelerator, epoch)
+        batches = EpochBatches(setup.data.train, setup.view, cfg, setup.accelerator, epoch, len(setup.data.label_names))
         if state.micro == 0:
             state.new_epoch()
         bar = tqdm(total=len(batches), initial=state.micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,

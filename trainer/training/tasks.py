@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from ..data.mixing import soft_cross_entropy
 from ..evaluation.inference import EvalResult
 from .batches import Batch
 from .run_log import RunLog
@@ -69,7 +70,9 @@ class Classification:
             return model(batch.inputs)
 
     def label_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Cross-entropy against the labels, in float32."""
+        """Cross-entropy against the labels, in float32; against a mixed batch's soft targets (smoothing in them)."""
+        if batch.targets is not None:
+            return soft_cross_entropy(logits, batch.targets)
         return F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.label_smoothing)
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> StepOutput:
