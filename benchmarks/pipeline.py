@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer.data.augment import Draws, View, augment  # noqa: E402
-from trainer.data.plan import plan_epoch  # noqa: E402
+from trainer.data.plan import Augmentation, plan_epoch  # noqa: E402
 from trainer.data.loading import decode_cached
 from trainer.data.sources import find_columns, get_split, open_dataset  # noqa: E402
 from trainer.data.stores import DiskStore, serve  # noqa: E402
@@ -73,8 +73,8 @@ def ours(ds, image_column: str, indices: np.ndarray, batch_size: int, epochs: in
         images = serve(DiskStore(path, device), "device", device)  # the trainer's default store
     n = len(images)
     for epoch in range(epochs):
-        plan = plan_epoch(n, 0, epoch, flip=True, crop_pad=0)
-        order, flips = plan.order.to(device), plan.flip.to(device)
+        plan = plan_epoch(n, 0, epoch, Augmentation(flip=True))
+        order, flips = plan.order.to(device), plan.draws.flip.to(device)
         for lo in range(0, n, batch_size):
             idx = order[lo:lo + batch_size]
             batch = images.rows(idx)

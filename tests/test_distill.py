@@ -104,7 +104,10 @@ def test_evaluate_compare_with_gives_the_runs_own_agreement(hard_dataset, cache_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("data_on,extra", [("device", []), ("host", []), ("disk", []),
-                                           ("device", ["--random-crop", "4"]), ("host", ["--random-resized-crop"])])
+                                           ("device", ["--random-crop", "4"]), ("host", ["--random-resized-crop"]),
+                                           ("device", ["--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.5", "--recount",
+                                                       "2"]),
+                                           ("disk", ["--aa", "trivial", "--reprob", "0.3", "--remode", "rand"])])
 def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, tmp_path, data_on, extra):
     from trainer.training.batches import EpochBatches
     from trainer.train_args import parse_args
@@ -125,7 +128,7 @@ def test_teacher_cache_equals_online_teacher(hard_dataset, cache_dir, teacher, t
             assert torch.allclose(cached.teacher_targets(micro.batch), online.teacher_targets(micro.batch), atol=1e-5)
     computed = torch.isfinite(cached.cache.values).all(-1)
     assert int(computed.sum()) == cached.cache.forwards
-    if extra:  # random crops: one view per image and epoch, each computed once
+    if extra:  # random crops, ops, erasing: one view per image and epoch, each computed once
         assert cached.cache.values.shape == (n, 3, 4) and cached.cache.forwards == 3 * n
     else:  # only the visited pairs: 3 epochs leave about 1 image in 4 seen in one view only
         assert cached.cache.values.shape == (n, 2, 4)

@@ -4,16 +4,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.data.plan import epoch_slices, padded_positions, plan_epoch
+from trainer.data.plan import Augmentation, epoch_slices, padded_positions, plan_epoch
 
 
 def test_epoch_plan_is_a_function_of_seed_and_epoch():
-    a, b = plan_epoch(50, 3, 1, True, 2), plan_epoch(50, 3, 1, True, 2)
-    assert torch.equal(a.order, b.order) and torch.equal(a.flip, b.flip) and torch.equal(a.crop, b.crop)
+    aug = Augmentation(flip=True, crop_pad=2)
+    a, b = plan_epoch(50, 3, 1, aug), plan_epoch(50, 3, 1, aug)
+    assert torch.equal(a.order, b.order) and torch.equal(a.draws.flip, b.draws.flip)
+    assert torch.equal(a.draws.crop, b.draws.crop)
     assert sorted(a.order.tolist()) == list(range(50))
-    assert not torch.equal(a.order, plan_epoch(50, 3, 2, True, 2).order)
-    assert not torch.equal(a.order, plan_epoch(50, 4, 1, True, 2).order)
-    assert int(a.crop.min()) >= 0 and int(a.crop.max()) <= 4
+    assert not torch.equal(a.order, plan_epoch(50, 3, 2, aug).order)
+    assert not torch.equal(a.order, plan_epoch(50, 4, 1, aug).order)
+    assert int(a.draws.crop.min()) >= 0 and int(a.draws.crop.max()) <= 4
 
 
 @pytest.mark.parametrize("n, batch_size, world", [(10, 3, 1), (10, 3, 4), (7, 2, 3), (64, 16, 2), (5, 8, 2)])

@@ -1,7 +1,12 @@
 """The fine-tuner's toolbox: every ingredient reaches the run, is reported, and resumes exactly."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -11,7 +16,7 @@ from trainer.commands.evaluate import main as evaluate_main
 from trainer.commands.train import main_cls
 from trainer.run_files import read_jsonl
 
-from .helpers import SMALL_VIT, assert_same_run, run_here
+from .helpers import ROOT, SMALL_VIT, assert_same_run, run_here
 
 pytestmark = pytest.mark.slow
 
@@ -67,18 +72,36 @@ def _cut_after_step_10(full, cut):
         shutil.rmtree(cut / "checkpoints" / f"step-{step}")
 
 
-def test_a_mixed_run_learns_and_resumes_to_the_same_weights(toy_dataset, cache_dir, tmp_path, capsys):
+EVERY_FLAG = ["--mixup", "0.8", "--cutmix", "1.0", "--mixup-mode", "elem", "--smoothing", "0.1",
+              "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.25", "--recount", "2", "--random-crop", "2",
+              "--model-ema", "--model-ema-warmup", "--layer-decay", "0.75", "--drop-path", "0.1", "--drop", "0.1",
+              "--opt", "lamb"]
+
+
+def test_a_run_with_every_recipe_flag_learns_and_a_sigkill_resumes_it_to_the_same_weights(toy_dataset, cache_dir,
+                                                                                           tmp_path, capsys):
+    args = [*EVERY_FLAG, "--checkpoint-every", "5", "--keep-checkpoints", "10"]
     full = tmp_path / "full"
-    args = ["--mixup", "0.8", "--cutmix", "1.0", "--mixup-mode", "elem", "--label-smoothing", "0.1",
-            "--checkpoint-every", "5", "--keep-checkpoints", "10", "--epochs", "2"]
     main_cls(_args(toy_dataset, full, cache_dir, *args))
     trains = [r["loss"] for r in read_jsonl(str(full / "metrics.jsonl")) if r["event"] == "train"]
-    assert trains[-1] < trains[0]  # soft targets still teach
-    cut = tmp_path / "cut"
-    _cut_after_step_10(full, cut)
-    res = run_here(main_cls, *_args(toy_dataset, cut, cache_dir, *args, "--resume-from", "auto"), capsys=capsys)
-    assert res.returncode == 0 and "step 10" in res.stdout, res.stderr[-2000:]
-    assert_same_run(full, cut)  # every mixing draw came from the plan, not from a generator's state
+    assert trains[-1] < trains[0]  # the augmented, mixed, soft targets still teach
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_cls.py"), *_args(toy_dataset, killed, cache_dir, *args)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts, deadline = killed / "checkpoints", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any(p.name == "step-10" for p in ckpts.iterdir()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = run_here(main_cls, *_args(toy_dataset, killed, cache_dir, *args, "--resume-from", "auto"), capsys=capsys)
+    assert res.returncode == 0 and "resuming from" in res.stdout, res.stderr[-2000:]
+    # Every draw (mixing, ops, magnitudes, erased boxes and their noise) came from the plan, not a generator's state.
+    assert_same_run(full, killed)
+    a, b = load_file(str(full / "model_ema.safetensors")), load_file(str(killed / "model_ema.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
 
 
 def test_mixing_off_epoch_and_the_teacher_sees_the_mixed_batch(toy_dataset, cache_dir, tmp_path):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from .argparsing import count_or_all, parse_kwargs, steps_or_epoch
+from .augment_policy import parse_policy
 from .errors import UsageError
 
 
@@ -138,6 +139,14 @@ class TrainConfig:
     mixup_mode: str = _recipe("batch", "one draw per batch, per pair of images (i, B-1-i), or per image",
                               choices=("batch", "pair", "elem"))
     mixup_off_epoch: int = _recipe(0, "stop mixing from this epoch on (0: never)", **NON_NEGATIVE)
+    aa: Optional[str] = _recipe(None, "RandAugment as timm's policy strings say it (DeiT: rand-m9-mstd0.5-inc1) or "
+                                "trivial (torchvision's TrivialAugmentWide): ops drawn per image, run on the device",
+                                parse=str, metavar="POLICY")
+    reprob: float = _recipe(0.0, "random erasing: probability per image (DeiT: 0.25)", check=lambda v: 0 <= v <= 1,
+                            rule="in [0, 1]")
+    remode: str = _recipe("pixel", "random erasing fill: per-pixel noise, a random colour per box, or zeros",
+                          choices=("pixel", "rand", "const"))
+    recount: int = _recipe(1, "random erasing: 1 to this many boxes per image", **AT_LEAST_1)
     model_ema: bool = _recipe(False, "keep an exponential moving average of the weights (timm's ModelEmaV3), evaluate "
                               "it beside the live model and save it as model_ema.safetensors")
     model_ema_decay: float = _recipe(0.9998, "--model-ema's decay (timm's default: a memory of about 5,000 steps; "
@@ -227,6 +236,8 @@ def validate(cfg: TrainConfig) -> None:
             _require(math.isfinite(value), f"{flag(f.name)} must be a finite number, got {value}")
         if o.check is not None:
             _require(o.check(value), f"{flag(f.name)} must be {o.rule}, got {value}")
+    if cfg.aa:
+        parse_policy(cfg.aa)
     _require(not (cfg.pretrained and cfg.pretrained_file),
              "--pretrained and --pretrained-file exclude each other: pick the hub weights or the local file")
     if cfg.teacher_cache_dir:

@@ -35,11 +35,20 @@ def _recipe(config: RunConfig, summary: RunSummary) -> list[str]:
     t = config.training
     crops = ("random-resized crops" if t.random_resized_crop else f"pad-{t.random_crop} random crops" if t.random_crop
              else "no crops")
-    lines = [f"- optimisation: AdamW, peak lr {t.lr:g}, weight decay {t.weight_decay:g}, {t.warmup_epochs:g} epoch(s) "
-             f"of linear warm-up then cosine decay, batch {t.batch_size} x {summary.processes} process(es)"
+    extras = [f"RandAugment/TrivialAugment `{t.aa}`" if t.aa else "",
+              f"random erasing p={t.reprob:g} ({t.remode}, up to {t.recount} box(es))" if t.reprob else "",
+              f"mixup {t.mixup:g}" if t.mixup else "", f"cutmix {t.cutmix:g}" if t.cutmix or t.cutmix_minmax else ""]
+    regular = [f"layer decay {t.layer_decay:g}" if t.layer_decay else "", f"drop path {t.drop_path:g}" if t.drop_path
+               else "", f"dropout {t.drop:g}" if t.drop else "",
+               f"EMA of the weights (decay {t.model_ema_decay:g}{', warmed up' if t.model_ema_warmup else ''})"
+               if t.model_ema else ""]
+    lines = [f"- optimisation: {t.opt}, peak lr {t.lr:g}, weight decay {t.weight_decay:g}, {t.warmup_epochs:g} "
+             f"epoch(s) of linear warm-up then cosine decay, batch {t.batch_size} x {summary.processes} process(es)"
              f"{f' x {t.grad_accum} accumulated' if t.grad_accum > 1 else ''}, label smoothing {t.label_smoothing:g}, "
-             f"gradient clipping {t.clip_grad or 'off'}, seed {t.seed}",
-             f"- augmentation: {'random horizontal flips' if t.flip else 'no flips'}, {crops}",
+             f"gradient clipping {t.clip_grad or 'off'}, seed {t.seed}"
+             + "".join(f", {r}" for r in regular if r),
+             f"- augmentation: {'random horizontal flips' if t.flip else 'no flips'}, {crops}"
+             + "".join(f", {e}" for e in extras if e),
              f"- precision: {summary.mixed_precision}; {summary.processes} process(es) on {summary.device}; "
              f"{summary.train_time_s:.0f} s of training ({summary.train_images_per_s:.1f} images/s)"]
     kd = config.distillation

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from .erasing import EraseDraws, erase
+from .policies import PolicyDraws, apply_policy
+
 
 @dataclass(frozen=True)
 class View:
@@ -49,12 +52,16 @@ class Draws:
     crop: Optional[torch.Tensor] = None  # [B, 2] (dy, dx) offsets into the reflect-padded image
     crop_pad: int = 0
     boxes: Optional[torch.Tensor] = None  # [B, 4] float (x1, y1, x2, y2): random-resized-crop boxes
+    ops: Optional[PolicyDraws] = None  # --aa: each image's ops (on the host)
+    erase: Optional[EraseDraws] = None  # --reprob: each image's erased boxes
 
     def take(self, rows: slice | torch.Tensor, device: Optional[torch.device] = None) -> Draws:
         """These rows of the draws (a slice or an index), on a device if given."""
         flip, crop, boxes = (t[rows].to(device or t.device) if t is not None else None
                              for t in (self.flip, self.crop, self.boxes))
-        return Draws(flip, crop, self.crop_pad, boxes)
+        ops = self.ops.take(rows) if self.ops is not None else None
+        erased = self.erase.take(rows, device) if self.erase is not None else None
+        return Draws(flip, crop, self.crop_pad, boxes, ops, erased)
 
 
 @functools.lru_cache(maxsize=16)
@@ -119,9 +126,16 @@ def crop_square(x: torch.Tensor, view: View) -> torch.Tensor:
     return centre_crop(x, crop)
 
 
+def _fill(view: View) -> tuple[float, float, float]:
+    """timm's img_mean: the colour a geometric op fills with."""
+    r, g, b = (min(255, round(255 * m)) for m in view.mean)
+    return float(r), float(g), float(b)
+
+
 def augment(images: torch.Tensor, view: View, draws: Optional[Draws] = None, squares: bool = False) -> torch.Tensor:
     """uint8 [B,3,H,W] -> float model input: crop (pad-and-crop, random-resized, or the eval crop of photos stored as
-    their centre squares) and flip at the source size, then resize and normalise."""
+    their centre squares) and flip at the source size, then resize, the --aa ops, normalise, and erase (timm's
+    order: RandAugment on the resized image, erasing on the normalised one)."""
     d = draws or Draws()
     x = images
     if d.crop is not None and d.crop_pad:
@@ -132,7 +146,12 @@ def augment(images: torch.Tensor, view: View, draws: Optional[Draws] = None, squ
         x = crop_square(x, view)
     if d.flip is not None:
         x = torch.where(d.flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
-    return _normalize(_resize(x, view), view)
+    x = _resize(x, view)
+    if d.ops is not None:
+        # PIL's ops see whole values: a float resize is rounded as PIL's uint8 resize is.
+        x = apply_policy(x.float().round_(), d.ops, _fill(view), view.interpolation)
+    x = _normalize(x, view)
+    return erase(x, d.erase) if d.erase is not None else x
 
 
 def preprocess(images: torch.Tensor, view: View, squares: bool = False) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The epoch plan: the order of the training images and their augmentation draws (flips, crops, resized-crop boxes),
-a pure function of (seed, epoch); and each process's share of it, batch by batch."""
+"""The epoch plan: the order of the training images and their augmentation draws (flips, crops, resized-crop boxes,
+--aa ops, erased boxes), a pure function of (seed, epoch); and each process's share of it, batch by batch."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,10 @@ import torch
 
 from ..config import TrainConfig
 from .augment import Draws
+from .erasing import Erasing, draw_erasing, noise_keys
 from .loading import SplitData
+from ..augment_policy import Policy, parse_policy
+from .policies import draw_policy
 
 
 @dataclass
@@ -18,13 +21,7 @@ class EpochPlan:
     """One epoch's sample order and per-position augmentation, a pure function of (seed, epoch)."""
 
     order: torch.Tensor  # [N] int64, dataset positions in visiting order
-    flip: Optional[torch.Tensor]  # [N] bool, per visiting position
-    crop: Optional[torch.Tensor]  # [N, 2] int64 (dy, dx) offsets into the padded image
-    boxes: Optional[torch.Tensor] = None  # [N, 4] float (x1, y1, x2, y2) random-resized-crop boxes
-
-    def draws(self, crop_pad: int) -> Draws:
-        """The augmentation of every visiting position."""
-        return Draws(self.flip, self.crop, crop_pad, self.boxes)
+    draws: Draws  # the augmentation of every visiting position
 
 
 @dataclass(frozen=True)
@@ -56,16 +53,36 @@ def resized_crop_boxes(n: int, rrc: ResizedCrop, g: torch.Generator) -> torch.Te
     return torch.stack([left, top, left + cw, top + ch], dim=1)
 
 
-def plan_epoch(n: int, seed: int, epoch: int, flip: bool, crop_pad: int,
-               rrc: Optional[ResizedCrop] = None) -> EpochPlan:
-    """Draw the epoch's order, flips, crop offsets and resized-crop boxes from a generator seeded by (seed, epoch)."""
+@dataclass(frozen=True)
+class Augmentation:
+    """What the epoch plan draws for each image."""
+
+    flip: bool = False
+    crop_pad: int = 0
+    rrc: Optional[ResizedCrop] = None
+    policy: Optional[Policy] = None
+    erasing: Optional[Erasing] = None
+    size: int = 224  # the model's input side, where the --aa ops and the erased boxes are drawn
+
+    @property
+    def by_epoch(self) -> bool:
+        """An image's view is drawn afresh every epoch (anything beyond a flip)."""
+        return bool(self.crop_pad or self.rrc or self.policy or self.erasing)
+
+
+def plan_epoch(n: int, seed: int, epoch: int, aug: Augmentation) -> EpochPlan:
+    """Draw the epoch's order, flips, crop offsets, resized-crop boxes, ops and erased boxes from a generator seeded by
+    (seed, epoch)."""
     # A fresh generator per epoch makes a resumed run replay exactly the stream a run left alone would see.
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g)
-    flips = torch.rand(n, generator=g) < 0.5 if flip else None
-    crop = torch.randint(0, 2 * crop_pad + 1, (n, 2), generator=g) if crop_pad else None
-    boxes = resized_crop_boxes(n, rrc, g) if rrc is not None else None  # drawn last: other streams stay as they were
-    return EpochPlan(order, flips, crop, boxes)
+    flips = torch.rand(n, generator=g) < 0.5 if aug.flip else None
+    crop = torch.randint(0, 2 * aug.crop_pad + 1, (n, 2), generator=g) if aug.crop_pad else None
+    # Each later kind is drawn after the earlier ones: adding one leaves the others' streams as they were.
+    boxes = resized_crop_boxes(n, aug.rrc, g) if aug.rrc is not None else None
+    ops = draw_policy(n, aug.policy, aug.size, g) if aug.policy is not None else None
+    erased = draw_erasing(n, aug.erasing, noise_keys(order, seed, epoch), g) if aug.erasing is not None else None
+    return EpochPlan(order, Draws(flips, crop, aug.crop_pad, boxes, ops, erased))
 
 
 def padded_positions(n: int, world: int) -> torch.Tensor:
@@ -85,11 +102,14 @@ def epoch_slices(n: int, batch_size: int, world: int, rank: int) -> list[tuple[i
     return out
 
 
-def resized_crop(cfg: TrainConfig, split: SplitData) -> Optional[ResizedCrop]:
-    """The run's random-resized-crop parameters for this split's images, if it asked for the augmentation."""
-    if not cfg.random_resized_crop:
-        return None
-    return ResizedCrop(split.images.shape[2:4], tuple(cfg.scale), tuple(cfg.ratio))  # type: ignore[arg-type]
+def augmentation(cfg: TrainConfig, split: SplitData, size: int) -> Augmentation:
+    """The run's training augmentation for this split's images and a model input side of `size`."""
+    rrc = None
+    if cfg.random_resized_crop:
+        rrc = ResizedCrop(split.images.shape[2:4], tuple(cfg.scale), tuple(cfg.ratio))  # type: ignore[arg-type]
+    policy = parse_policy(cfg.aa) if cfg.aa else None
+    erasing = Erasing(cfg.reprob, cfg.remode, cfg.recount, size) if cfg.reprob > 0 else None
+    return Augmentation(cfg.flip, cfg.random_crop, rrc, policy, erasing, size)
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from ..config import TrainConfig
 from ..data.augment import Draws, View
 from ..data.loading import SplitData
-from ..data.plan import plan_epoch, resized_crop
+from ..data.plan import Augmentation, plan_epoch
 from ..errors import UsageError, warn
 from ..evaluation.inference import predict
 from ..run_files import atomic_write
@@ -32,25 +32,28 @@ def visited_variants(n: int, cfg: TrainConfig) -> torch.Tensor:
     """[n, variants] bool: which (image, flip) pairs the run's epoch plans visit, the only ones a one-run cache needs."""
     used = torch.zeros(n, 2 if cfg.flip else 1, dtype=torch.bool)
     for epoch in range(cfg.epochs):
-        plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop)
-        used[plan.order, plan.flip.long() if plan.flip is not None else 0] = True
+        plan = plan_epoch(n, cfg.seed, epoch, Augmentation(flip=cfg.flip))
+        flip = plan.draws.flip
+        used[plan.order, flip.long() if flip is not None else 0] = True
     return used
 
 
 @dataclass(frozen=True)
 class Slots:
     """How the augmented variants of a training image are numbered. Flips alone: slot 0 plain, 1 mirrored, the same for
-    any seed. Random crops: one slot per epoch, holding the variant the seed's plan drew for the image that epoch."""
+    any seed. Views drawn afresh each epoch (random crops, --aa ops, erased boxes): one slot per epoch, holding the
+    variant the seed's plan drew for the image that epoch."""
 
     by_epoch: bool
     count: int
+    aug: Augmentation
 
     @staticmethod
-    def of(cfg: TrainConfig) -> Slots:
+    def of(cfg: TrainConfig, aug: Augmentation) -> Slots:
         """The run's slots."""
-        if cfg.random_crop or cfg.random_resized_crop:
-            return Slots(True, cfg.epochs)
-        return Slots(False, 2 if cfg.flip else 1)
+        if aug.by_epoch:
+            return Slots(True, cfg.epochs, aug)
+        return Slots(False, 2 if cfg.flip else 1, aug)
 
     def index(self, batch: Batch) -> torch.Tensor:
         """[B] slot of each image of a training batch."""
@@ -66,21 +69,24 @@ class Slots:
             return torch.ones(n, self.count, dtype=torch.bool)
         return visited_variants(n, cfg)
 
-    def draws(self, slot: int, rows: torch.Tensor, split: SplitData, cfg: TrainConfig) -> Draws:
+    def draws(self, slot: int, rows: torch.Tensor, n: int, seed: int) -> Draws:
         """The augmentation of these rows in this slot, as the training batches draw it."""
         if not self.by_epoch:
             return Draws(flip=torch.full((rows.numel(),), bool(slot)))
-        plan = plan_epoch(len(split), cfg.seed, slot, cfg.flip, cfg.random_crop, resized_crop(cfg, split))
+        plan = plan_epoch(n, seed, slot, self.aug)
         position = torch.empty_like(plan.order)
         position[plan.order] = torch.arange(len(plan.order))  # where each image sits in the epoch's order
-        return plan.draws(cfg.random_crop).take(position[rows])
+        return plan.draws.take(position[rows])
 
     def describe(self, cfg: TrainConfig) -> dict[str, Any]:
         """What the variants in the slots depend on (part of a shared cache's folder name)."""
         if not self.by_epoch:
             return {"slots": "flip"}
-        return {"slots": "epoch", "seed": cfg.seed, "flip": cfg.flip, "random_crop": cfg.random_crop,
-                "random_resized_crop": [cfg.scale, cfg.ratio] if cfg.random_resized_crop else None}
+        out = {"slots": "epoch", "seed": cfg.seed, "flip": cfg.flip, "random_crop": cfg.random_crop,
+               "random_resized_crop": [cfg.scale, cfg.ratio] if cfg.random_resized_crop else None}
+        if self.aug.policy or self.aug.erasing:  # only where set: the folders of runs without them keep their names
+            out.update(aa=cfg.aa, erasing=repr(self.aug.erasing))
+        return out
 
 
 @dataclass
@@ -142,11 +148,13 @@ def cache_folder_name(parts: list[Any]) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def build_cache(forward: Forward, width: int, split: SplitData, view: View, cfg: TrainConfig, accelerator: Accelerator,
-                batch_size: int, depends_on: list[Any], shared_dir: Optional[str] = None) -> TeacherCache:
-    """The teacher's outputs for the variants the run needs: read from the shared folder where stored, computed (once each)
-    where not, and the shared folder completed."""
-    slots = Slots.of(cfg)
+def build_cache(forward: Forward, width: int, split: SplitData, view: View, aug: Augmentation, cfg: TrainConfig,
+                accelerator: Accelerator, batch_size: int, depends_on: list[Any],
+                shared_dir: Optional[str] = None) -> TeacherCache:
+    """The teacher's outputs for the variants the run needs (the student's augmentation `aug` seen through the
+    teacher's `view`): read from the shared folder where stored, computed (once each) where not, and the shared folder
+    completed."""
+    slots = Slots.of(cfg, aug)
     n = len(split)
     need = slots.needed(n, cfg, shared=shared_dir is not None)
     # NaN where the run never looks, so that a wrong lookup is loud.
@@ -169,7 +177,7 @@ def build_cache(forward: Forward, width: int, split: SplitData, view: View, cfg:
         if not missing.numel():
             continue
         out = predict(forward, width, split, view, accelerator, batch_size, rows=missing,
-                      draws=slots.draws(s, missing, split, cfg),
+                      draws=slots.draws(s, missing, n, cfg.seed),
                       progress=f"teacher outputs {s + 1}/{slots.count}" if cfg.progress else "")
         values[missing.to(values.device), s] = out.to(values.device)
         forwards += missing.numel()

@@ -10,6 +10,7 @@ from accelerate import Accelerator
 from ..config import TrainConfig
 from ..data.augment import View, augment
 from ..data.mixing import mix
+from ..data.plan import augmentation
 from ..evaluation.inference import EvalResult
 from ..training.batches import Batch
 from ..training.run_log import RunLog
@@ -202,6 +203,7 @@ def distillation_task(cfg: TrainConfig, setup: Setup) -> Distillation:
         # The outputs depend on the weights, the images, the teacher's view, what is taken and the arithmetic.
         parts = [teacher.digest, teacher.config.architecture, data.train.source_digest, repr(teacher.view), kind,
                  str(acc.mixed_precision), acc.device.type]
-        cache = build_cache(lambda x: teacher.outputs(kind, x), teacher.width(kind), data.train, teacher.view, cfg, acc,
-                            eval_bs, parts, cfg.teacher_cache_dir)
+        aug = augmentation(cfg, data.train, setup.view.size)
+        cache = build_cache(lambda x: teacher.outputs(kind, x), teacher.width(kind), data.train, teacher.view, aug, cfg,
+                            acc, eval_bs, parts, cfg.teacher_cache_dir)
     return task_type(model, acc, cfg, teacher, setup.view, cache, teacher.resume_key(data.train.indices.tobytes()))

@@ -12,7 +12,7 @@ from ..config import TrainConfig
 from ..data.augment import Draws, View, augment
 from ..data.loading import SplitData
 from ..data.mixing import MixDraws, MixSettings, draw_mix, mix, mix_generator, mixed_targets
-from ..data.plan import epoch_slices, padded_positions, plan_epoch, resized_crop
+from ..data.plan import augmentation, epoch_slices, padded_positions, plan_epoch
 
 
 @dataclass
@@ -47,12 +47,12 @@ class EpochBatches:
     def __init__(self, split: SplitData, view: View, cfg: TrainConfig, accelerator: Accelerator, epoch: int,
                  num_classes: Optional[int] = None):
         n, world, device = len(split), accelerator.num_processes, accelerator.device
-        plan = plan_epoch(n, cfg.seed, epoch, cfg.flip, cfg.random_crop, resized_crop(cfg, split))
+        plan = plan_epoch(n, cfg.seed, epoch, augmentation(cfg, split, view.size))
         padded = padded_positions(n, world)
         self.order = plan.order[padded].to(device)
         # The store's own copy of the order (a CPU one for stores off the device): no host-device copy per step.
         self.store_order = self.order.to(split.images.index_device)
-        self.draws = plan.draws(cfg.random_crop).take(padded, device)
+        self.draws = plan.draws.take(padded, device)
         self.slices = epoch_slices(n, cfg.batch_size, world, accelerator.process_index)
         self.split, self.view, self.cfg, self.epoch = split, view, cfg, epoch
         self.mixing, self.num_classes, self.rank = MixSettings.of(cfg, epoch), num_classes, accelerator.process_index
