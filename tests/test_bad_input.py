@@ -145,6 +145,7 @@ CASES = [
     ("reprob_range", "train_cls.py", ["--reprob", "1.2"], ["--reprob must be in [0, 1], got 1.2"]),
     ("remode_choice", "train_cls.py", ["--remode", "noise"], ["--remode", "invalid choice"]),
     ("recount_zero", "train_cls.py", ["--recount", "0"], ["--recount must be at least 1"]),
+    ("recipe_unknown", "train_cls.py", ["--recipe", "mae"], ["--recipe", "invalid choice: 'mae'", "deit"]),
     ("benchmark_img_size", "benchmark", ["--model", "vit_tiny_patch16_224", "--img-size", "7"],
      ["--img-size must be at least 8, got 7"]),
     ("benchmark_classes", "benchmark", ["--model", "vit_tiny_patch16_224", "--num-classes", "-1"],

@@ -106,17 +106,18 @@ def test_a_policy_string_that_does_not_parse_names_the_accepted_forms(text, says
     assert says in str(e.value)
 
 
-def test_a_batch_grouped_by_op_is_each_image_through_its_own_ops():
-    policy = parse_policy("rand-m9-mstd0.5-inc1-n3")
+@pytest.mark.parametrize("text", ["rand-m9-mstd0.5-inc1-n3", "trivial"])
+def test_a_batch_grouped_by_op_is_each_image_through_its_own_ops(text):
+    policy = parse_policy(text)
     x = _photos(24).float()
     draws = draw_policy(24, policy, 32, torch.Generator().manual_seed(3))
-    batched = apply_policy(x, draws, FILL, "bilinear")
+    batched = apply_policy(x, draws, FILL, "bicubic")
     for i in range(24):
         one = x[i:i + 1]
-        for layer in range(3):
+        for layer in range(policy.layers):
             k = int(draws.op[i, layer])
             if k >= 0:
-                one = apply_op(policy.names[k], one, draws.arg[i:i + 1, layer], FILL, "bilinear")
+                one = apply_op(policy.names[k], one, draws.arg[i:i + 1, layer], FILL, "bicubic")
         assert torch.equal(batched[i:i + 1], one), i
     assert not torch.equal(batched, x)
 

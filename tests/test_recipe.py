@@ -117,3 +117,30 @@ def test_mixing_off_epoch_and_the_teacher_sees_the_mixed_batch(toy_dataset, cach
     summary = main_kd([*_args(toy_dataset, tmp_path / "kd", cache_dir, "--epochs", "1", "--mixup", "0.8", "--cutmix",
                               "1.0"), "--teacher", str(teacher)])
     assert summary["teacher_agreement"] is not None and summary["final"]["train_loss_kd"] > 0
+
+
+def test_a_recipe_expands_into_ordinary_flags_that_given_flags_override(tmp_path):
+    from trainer.recipes import RECIPES
+    from trainer.train_args import parse_args
+
+    cfg = parse_args(["--recipe", "deit", "--output-dir", str(tmp_path / "a")])
+    for key, value in RECIPES["deit"].values.items():
+        assert getattr(cfg, key) == value, key
+    assert cfg.recipe == "deit" and cfg.to_dict()["recipe"] == "deit"  # what config.json stores
+    mine = parse_args(["--recipe", "deit", "--mixup", "0.2", "--no-random-resized-crop", "--output-dir",
+                       str(tmp_path / "b")])
+    assert mine.mixup == 0.2 and mine.random_resized_crop is False and mine.cutmix == 1.0
+    yaml = tmp_path / "base.yaml"
+    yaml.write_text("lr: 0.02\nopt: lamb\n")
+    both = parse_args(["--config", str(yaml), "--recipe", "finetune", "--output-dir", str(tmp_path / "c")])
+    assert both.opt == "sgd" and both.lr == RECIPES["finetune"].values["lr"]  # the preset over the file's defaults
+
+
+def test_the_start_line_says_what_the_recipe_set_and_what_a_flag_replaced(toy_dataset, cache_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    main_cls(_args(toy_dataset, out, cache_dir, "--recipe", "deit", "--mixup", "0.5", "--epochs", "1"))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("recipe deit"))
+    assert "--aa rand-m9-mstd0.5-inc1" in line and "Touvron" in line and "replaced here: --mixup 0.5" in line
+    import json
+
+    assert json.loads((out / "config.json").read_text())["training_args"]["recipe"] == "deit"

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .argparsing import count_or_all, parse_kwargs, steps_or_epoch
 from .augment_policy import parse_policy
+from .recipes import RECIPES
 from .errors import UsageError
 
 
@@ -74,7 +75,7 @@ class TrainConfig:
     data_on: str = _data("auto", "where the decoded images live: device memory, host memory (pinned, prefetched) or the "
                          "memory-mapped decode cache; auto: device if the data fits in 40%% of its free memory, "
                          "else host if it fits in 50%% of the RAM, else disk", choices=("auto", "device", "host", "disk"))
-    flip: bool = _data(True, "disable random horizontal flips")
+    flip: bool = _data(True, "random horizontal flips (--no-flip: none)")
     random_crop: int = _data(0, "random crop after reflect-padding PAD pixels at the source resolution (0: off)",
                             metavar="PAD", check=lambda v: v >= 0, rule=">= 0 pixels")
     random_resized_crop: bool = _data(False, "timm's RandomResizedCrop (boxes drawn by the epoch plan, cut and resized "
@@ -124,6 +125,10 @@ class TrainConfig:
     seed: int = _optim(42, "fixes selection, init, order and augmentation", check=lambda v: 0 <= v < 2**32,
                        rule="in [0, 2^32)")
 
+    recipe: Optional[str] = _recipe(None, "a published recipe as defaults of the flags below (deit: DeiT's from-scratch "
+                                    "augmentation and regularisation; finetune: the ViT papers' SGD transfer recipe); "
+                                    "flags given beside it win, and the run's start line says what it set",
+                                    parse=str, choices=tuple(RECIPES))
     mixup: float = _recipe(0.0, "mixup alpha: images blended with the batch reversed, lambda ~ Beta(alpha, alpha) "
                            "(0: off; DeiT: 0.8)", **NON_NEGATIVE)
     cutmix: float = _recipe(0.0, "cutmix alpha: a box of the reversed batch pasted in (0: off; DeiT: 1.0)",
@@ -161,7 +166,7 @@ class TrainConfig:
     log_every: int = _output(50, "write a train line every N steps (0: per epoch only)", **NON_NEGATIVE)
     report_to: str = _output("none", "accelerate trackers: one of tensorboard, wandb, mlflow, trackio, comet_ml, aim, "
                              "clearml, dvclive, swanlab, several separated by commas, all (every one installed) or none")
-    progress: bool = _output(True, "no progress bar")
+    progress: bool = _output(True, "a progress bar on the main process (--no-progress: none)")
     checkpoint_every: int | str | None = _output(
         None, "save a resumable state every N steps or every epoch under OUTPUT_DIR/checkpoints/",
         parse=steps_or_epoch, metavar="N|epoch", check=lambda v: v == "epoch" or (isinstance(v, int) and v >= 1),

@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 from .argparsing import OneLineParser
 from .config import Opt, TrainConfig, flag, validate
 from .errors import UsageError
+from .recipes import RECIPES
 
 
 def build_parser(kd: bool = False, prog: Optional[str] = None, teacher_given: bool = False) -> OneLineParser:
@@ -27,9 +28,9 @@ def build_parser(kd: bool = False, prog: Optional[str] = None, teacher_given: bo
             continue
         g = groups.get(o.group) or groups.setdefault(o.group, p.add_argument_group(o.group))
         default = getattr(defaults, f.name)
-        if isinstance(default, bool):  # True-by-default switches are turned off with --no-NAME
-            g.add_argument(flag(("no_" if default else "") + f.name), dest=f.name, help=o.help,
-                           action="store_false" if default else "store_true")
+        if isinstance(default, bool):  # --NAME and --no-NAME: a preset or a --config file may have set either
+            g.add_argument(flag(f.name), dest=f.name, help=o.help, default=default,
+                           action=argparse.BooleanOptionalAction)
             continue
         g.add_argument(flag(f.name), *o.aliases, dest=f.name, default=[] if o.nargs == "*" else default, help=o.help,
                        type=o.parse or type(default), choices=o.choices, metavar=o.metavar, nargs=o.nargs,
@@ -73,10 +74,13 @@ def parse_args(argv: Optional[Sequence[str]] = None, kd: bool = False, prog: Opt
     """Parse a command line (with the defaults of its --config file, if any) into a checked TrainConfig."""
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--config")
-    given = early.parse_known_args(argv)[0].config
-    file_values = config_file_values(given, kd) if given else {}
+    early.add_argument("--recipe")
+    known = early.parse_known_args(argv)[0]
+    file_values = config_file_values(known.config, kd) if known.config else {}
+    # A file's values, then the preset's, then the flags: each later one wins.
+    preset = RECIPES[known.recipe].values if known.recipe in RECIPES else {}
     parser = build_parser(kd=kd, prog=prog, teacher_given=bool(file_values.get("teacher")))
-    parser.set_defaults(**file_values)
+    parser.set_defaults(**{**file_values, **preset})
     values = vars(parser.parse_args(argv))
     values.pop("config")
     for f in dataclasses.fields(TrainConfig):

@@ -53,14 +53,14 @@ class Draws:
     crop_pad: int = 0
     boxes: Optional[torch.Tensor] = None  # [B, 4] float (x1, y1, x2, y2): random-resized-crop boxes
     ops: Optional[PolicyDraws] = None  # --aa: each image's ops (on the host)
-    erase: Optional[EraseDraws] = None  # --reprob: each image's erased boxes
+    erase: Optional[EraseDraws] = None  # --reprob: each image's erased boxes (on the host)
 
     def take(self, rows: slice | torch.Tensor, device: Optional[torch.device] = None) -> Draws:
         """These rows of the draws (a slice or an index), on a device if given."""
         flip, crop, boxes = (t[rows].to(device or t.device) if t is not None else None
                              for t in (self.flip, self.crop, self.boxes))
         ops = self.ops.take(rows) if self.ops is not None else None
-        erased = self.erase.take(rows, device) if self.erase is not None else None
+        erased = self.erase.take(rows) if self.erase is not None else None
         return Draws(flip, crop, self.crop_pad, boxes, ops, erased)
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
-
 import torch
 
 MODES = ("pixel", "rand", "const")
@@ -29,7 +27,7 @@ class Erasing:
 @dataclass
 class EraseDraws:
     """Per image up to max_count boxes (top, left, height, width) at side `size`, which of them are used, the colour
-    of each ('rand') and the image's noise key ('pixel')."""
+    of each ('rand') and the image's noise key ('pixel'); on the host, copied to the device by erase()."""
 
     boxes: torch.Tensor  # [N, K, 4] int64
     used: torch.Tensor  # [N, K] bool
@@ -38,12 +36,10 @@ class EraseDraws:
     mode: str
     size: int
 
-    def take(self, rows: slice | torch.Tensor, device: Optional[torch.device] = None) -> EraseDraws:
-        """These rows, on a device if given."""
-        def t(v: torch.Tensor) -> torch.Tensor:
-            return v[rows].to(device or v.device)
-
-        return EraseDraws(t(self.boxes), t(self.used), t(self.colour), t(self.key), self.mode, self.size)
+    def take(self, rows: slice | torch.Tensor) -> EraseDraws:
+        """These rows (kept on the host, so that whether a batch erases anything is known without the device)."""
+        r = rows.cpu() if isinstance(rows, torch.Tensor) else rows
+        return EraseDraws(self.boxes[r], self.used[r], self.colour[r], self.key[r], self.mode, self.size)
 
 
 def noise_keys(images: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:

@@ -58,21 +58,19 @@ def _cubic_weights(d: torch.Tensor) -> list[torch.Tensor]:
 
 def _pil_bicubic(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bicubic sampling at grid points as PIL's Image.transform computes it (grid_sample's kernel has a = -0.75, PIL's
-    a = -1), edge pixels repeated."""
+    a = -1), edge pixels repeated: the 16 taps of every output pixel in one gather."""
     b, c, h, w = x.shape
     px = (grid[..., 0] + 1) * (w / 2) - 0.5  # [B, H, W] source coordinates in pixel-index units
     py = (grid[..., 1] + 1) * (h / 2) - 0.5
     x0, y0 = px.floor(), py.floor()
-    wx, wy = _cubic_weights(px - x0), _cubic_weights(py - y0)
-    flat = x.reshape(b, c, h * w)
-    out = torch.zeros_like(flat)
-    for j in range(4):
-        rows = (y0 + (j - 1)).clamp_(0, h - 1).long() * w
-        for i in range(4):
-            cols = (x0 + (i - 1)).clamp_(0, w - 1).long()
-            idx = (rows + cols).view(b, 1, h * w).expand(b, c, h * w)
-            out += flat.gather(2, idx) * (wy[j] * wx[i]).view(b, 1, h * w)
-    return out.view(b, c, h, w)
+    offsets = torch.arange(-1, 3, device=x.device, dtype=px.dtype).view(1, 4, 1, 1)
+    cols = (x0.unsqueeze(1) + offsets).clamp_(0, w - 1).long()  # [B, 4, H, W]
+    rows = (y0.unsqueeze(1) + offsets).clamp_(0, h - 1).long() * w
+    taps = (rows.unsqueeze(2) + cols.unsqueeze(1)).view(b, 1, 16 * h * w)  # [B, 1, 4 rows x 4 cols x H x W]
+    weights = (torch.stack(_cubic_weights(py - y0), 1).unsqueeze(2)
+               * torch.stack(_cubic_weights(px - x0), 1).unsqueeze(1)).view(b, 1, 16, h * w)
+    values = x.reshape(b, c, h * w).gather(2, taps.expand(b, c, 16 * h * w)).view(b, c, 16, h * w)
+    return (values * weights).sum(2).view(b, c, h, w)
 
 
 def rotation(degrees: torch.Tensor, size: int) -> torch.Tensor:

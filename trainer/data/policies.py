@@ -112,12 +112,25 @@ def draw_policy(n: int, policy: Policy, size: int, g: torch.Generator) -> Policy
     return PolicyDraws(torch.where(applied, op, -1), arg, policy.names)
 
 
+_GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel")
+
+
+def geometric_matrix(name: str, arg: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, 2, 3] matrices (output point to input point, PIL's convention) of a geometric op at its arguments."""
+    if name == "Rotate":
+        return ops.rotation(arg, size)
+    if name in ("ShearX", "ShearY"):
+        return ops.shear(arg, 0 if name == "ShearX" else 1)
+    return ops.translation(arg * size, 0 if name.startswith("TranslateX") else 1)
+
+
 def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor, fill: tuple[float, float, float],
              mode: str) -> torch.Tensor:
     """One op on images holding whole values in [0, 255], a float argument per image."""
-    size = x.shape[-1]
-    if name in ("Identity",):
+    if name == "Identity":
         return x
+    if name in _GEOMETRIC:
+        return ops.affine(x, geometric_matrix(name, arg, x.shape[-1]), fill, mode)
     if name == "AutoContrast":
         return ops.auto_contrast(x)
     if name == "Equalize":
@@ -134,32 +147,49 @@ def apply_op(name: str, x: torch.Tensor, arg: torch.Tensor, fill: tuple[float, f
                        ("Sharpness", ops.sharpness)):
         if name.startswith(prefix):
             return fn(x, arg)
-    if name == "Rotate":
-        matrix = ops.rotation(arg, size)
-    elif name in ("ShearX", "ShearY"):
-        matrix = ops.shear(arg, 0 if name == "ShearX" else 1)
-    elif name.startswith("TranslateX") or name.startswith("TranslateY"):
-        matrix = ops.translation(arg * size, 0 if name.startswith("TranslateX") else 1)
-    else:
-        raise KeyError(name)
+    raise KeyError(name)
+
+
+def _geometric_group(x: torch.Tensor, op: torch.Tensor, arg: torch.Tensor, names: tuple[str, ...],
+                     fill: tuple[float, float, float], mode: str) -> torch.Tensor:
+    """The images that drew any geometric op, resampled in one call, each through its own op's matrix (built on the
+    host for every kind at once)."""
+    def drew(*wanted: str) -> torch.Tensor:
+        return torch.tensor([n in wanted for n in names])[op]
+
+    size = x.shape[-1]
+    zero = torch.zeros_like(arg)
+    matrix = ops.rotation(torch.where(drew("Rotate"), arg, zero), size)  # angle 0: the identity
+    matrix[:, 0, 1] += torch.where(drew("ShearX"), arg, zero).float()
+    matrix[:, 1, 0] += torch.where(drew("ShearY"), arg, zero).float()
+    matrix[:, 0, 2] += torch.where(drew("TranslateX", "TranslateXRel"), arg * size, zero).float()
+    matrix[:, 1, 2] += torch.where(drew("TranslateY", "TranslateYRel"), arg * size, zero).float()
     return ops.affine(x, matrix, fill, mode)
 
 
 def apply_policy(x: torch.Tensor, draws: PolicyDraws, fill: tuple[float, float, float], mode: str) -> torch.Tensor:
     """The batch (float, whole values in [0, 255]) through each image's drawn ops, layer by layer: the images that drew
-    an op are gathered and transformed together."""
+    an op are gathered and transformed together (all geometric ops in one resampling)."""
     names = draws.names
+    geometric = torch.tensor([n in _GEOMETRIC for n in names] + [False])
+    groups = len(names) + 1  # one per op, then the geometric ops together
     for layer in range(draws.op.shape[1]):
         op = draws.op[:, layer]
-        order = torch.argsort(op, stable=True)
-        counts = torch.bincount(op + 1, minlength=len(names) + 1).tolist()
-        arg = draws.arg[order, layer]
+        group = torch.where(geometric[op], groups, op + 1)  # 0: left alone
+        order = torch.argsort(group, stable=True)
+        counts = torch.bincount(group, minlength=groups + 1).tolist()
+        arg, op_sorted = draws.arg[order, layer], op[order]
         grouped = x[order.to(x.device)]
         pieces, start = [grouped[:counts[0]]], counts[0]
-        for k, name in enumerate(names):
-            stop = start + counts[k + 1]
+        for g in range(1, groups + 1):
+            stop = start + counts[g]
             if stop > start:
-                pieces.append(apply_op(name, grouped[start:stop], arg[start:stop], fill, mode))
+                part = grouped[start:stop]
+                if g == groups:
+                    part = _geometric_group(part, op_sorted[start:stop], arg[start:stop], names, fill, mode)
+                else:
+                    part = apply_op(names[g - 1], part, arg[start:stop], fill, mode)
+                pieces.append(part)
             start = stop
         x = torch.cat(pieces)[torch.argsort(order).to(x.device)]
     return x

@@ -11,11 +11,13 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
+from ..config import TrainConfig
 from ..data.plan import steps_per_epoch
 from ..errors import Preempted, UsageError
 from ..evaluation.inference import EvalResult, evaluate_split
 from ..evaluation.per_class import per_class_report
 from ..models import hub_entries
+from ..recipes import RECIPES, recipe_flags
 from ..run_files import EMA_FILE, EVAL_FILE, RUN_FILES
 from ..run_records import RunConfig, RunSummary
 from .batches import EpochBatches, MicroStep
@@ -48,6 +50,15 @@ class Training:
     last_ema_eval: Optional[EvalResult] = None
     saved: tuple[int, str] = (-1, "")  # (step, folder) of the newest checkpoint saved
 
+
+
+def _recipe_line(cfg: TrainConfig) -> str:
+    """What --recipe set in this run, and which of its values a flag replaced."""
+    assert cfg.recipe is not None
+    r = RECIPES[cfg.recipe]
+    replaced = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k, v in r.values.items() if getattr(cfg, k) != v]
+    return (f"recipe {cfg.recipe}, {r.source}: {recipe_flags(cfg.recipe)}"
+            + (f"; replaced here: {', '.join(replaced)}" if replaced else "") + f"; not set: {r.leaves}")
 
 def fit(setup: Setup, task: Task, stop: Optional[StopSignal] = None) -> dict[str, Any]:
     """Train the task's model on setup.data; write the run files; return summary.json's content.
@@ -126,6 +137,8 @@ def start(setup: Setup, task: Task) -> Training:
     log.print(f"model {cfg.model}: {num_params / 1e6:.2f}M params, {setup.head_note}; "
               f"{len(setup.data.train)} train / {len(setup.data.eval)} eval images, "
               f"{acc.num_processes} process(es) on {acc.device.type}, mixed precision {acc.mixed_precision}")
+    if cfg.recipe:
+        log.print(_recipe_line(cfg))
     log.print(setup.data_note)
     if setup.data.eval_note:
         log.print(setup.data.eval_note)
