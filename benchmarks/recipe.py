@@ -9,7 +9,8 @@ host against timm's own pipeline (--what table|cost|host|all):
   everything at once, and the presets, all at --epochs epochs on --per-class images per class: eval top-1 (and the EMA
   model's for --model-ema). The plain recipe's spread over seeds says which differences are real.
 - cost: training images/s of everything on over the plain recipe, same model and store, --repeats interleaved,
-  fastest kept: cost_ratio (target >= 0.85).
+  fastest kept: cost_ratio (target >= 0.85). On a GPU: --cost-model vit_base_patch16_224 --cost-img-size 224
+  --mixed-precision bf16.
 - host: host CPU time per training image of this trainer's pipeline with the model on an accelerator (the epoch
   plan's draws, and dispatching the batched ops, measured on 8 px images where their arithmetic is negligible) against
   timm's create_transform(auto_augment=..., re_prob=...) + Mixup on the same images (what its DataLoader workers do per
@@ -108,7 +109,9 @@ def table(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
 
 def cost(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     """Training images/s, plain and everything on: interleaved repeats, fastest kept."""
-    common = [*MODEL, "--dataset", args.dataset, "--samples-per-class", str(args.cost_per_class),
+    model = MODEL if args.cost_model is None else ["--model", args.cost_model, "--img-size", str(args.cost_img_size)]
+    precision = ["--mixed-precision", args.mixed_precision] if args.mixed_precision else []
+    common = [*model, *precision, "--dataset", args.dataset, "--samples-per-class", str(args.cost_per_class),
               "--eval-samples-per-class", "10", "--epochs", "1", "--batch-size", "64", "--lr", "1e-3", "--log-every",
               "0", "--no-progress"]
     best: dict[str, float] = {}
@@ -116,7 +119,8 @@ def cost(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
         for name, extra in (("plain", []), ("everything", _everything("scratch"))):
             summary = main_cls([*common, *extra, "--output-dir", os.path.join(tmp, f"cost_{name}"), "--overwrite"])
             best[name] = max(best.get(name, 0.0), summary["train_images_per_s"])
-    return {"plain_images_per_s": round(best["plain"], 1), "everything_images_per_s": round(best["everything"], 1),
+    return {"model": args.cost_model or "small ViT", "plain_images_per_s": round(best["plain"], 1),
+            "everything_images_per_s": round(best["everything"], 1),
             "cost_ratio": round(best["everything"] / best["plain"], 3), "everything": EVERYTHING}
 
 
@@ -192,6 +196,9 @@ def main() -> None:
     p.add_argument("--scratch-only", action="store_true", help="table: leave out the fine-tune job")
     p.add_argument("--cost-per-class", type=int, default=100, help="cost: training images per class")
     p.add_argument("--repeats", type=int, default=3, help="cost: interleaved repeats, fastest kept")
+    p.add_argument("--cost-model", help="cost: another timm model than the small ViT (e.g. vit_base_patch16_224)")
+    p.add_argument("--cost-img-size", type=int, default=224, help="cost: with --cost-model")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="cost: e.g. bf16 on a GPU")
     p.add_argument("--host-images", type=int, default=512, help="host: images through timm's pipeline")
     p.add_argument("--json", action="store_true", help="quiet runs; the JSON lines only")
     args = p.parse_args()
