@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer.commands.benchmark import main as benchmark_main  # noqa: E402
 from trainer.commands.train import main_cls  # noqa: E402
-from trainer.deploy.onnx import export_run  # noqa: E402
+from trainer.deploy.export import export_run  # noqa: E402
 
 WAYS = {"torch_fp32": ["--runtime", "torch"], "ort_fp32": ["--runtime", "onnxruntime"],
         "ort_int8": ["--runtime", "onnxruntime", "--precision", "int8"]}

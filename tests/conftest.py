@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import make_dataset, make_photo_dataset
+from .helpers import SMALL_VIT, make_dataset, make_photo_dataset
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +24,16 @@ def cache_dir(tmp_path_factory) -> Path:
 def photo_dataset(tmp_path_factory) -> Path:
     """3 classes of mixed-size JPEG photos: 30 train and 10 test images per class."""
     return make_photo_dataset(tmp_path_factory.mktemp("photos") / "photos", {"train": 30, "test": 10})
+
+
+@pytest.fixture(scope="session")
+def small_run(toy_dataset, cache_dir, tmp_path_factory) -> Path:
+    """A trained small ViT whose own eval set is 5 images per class (20 of the 80 test images): what the export tests
+    export."""
+    from trainer.commands.train import main_cls
+
+    out = tmp_path_factory.mktemp("export") / "run"
+    main_cls([*SMALL_VIT, "--dataset", str(toy_dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
+              "--samples-per-class", "40", "--eval-samples-per-class", "5", "--batch-size", "16", "--epochs", "2",
+              "--lr", "2e-3", "--no-progress"])
+    return out

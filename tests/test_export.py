@@ -11,24 +11,12 @@ import pytest
 import torch
 
 from trainer.commands.benchmark import main as benchmark_main
-from trainer.commands.train import main_cls
 from trainer.commands.evaluate import main as evaluate_main
 from trainer.commands.export import main as export_main
 
-from .helpers import SMALL_VIT
 
 pytest.importorskip("onnxruntime", reason="the [deploy] extra (onnx, onnxruntime, onnxscript) is not installed")
 pytestmark = pytest.mark.slow  # trains a model and exports it
-
-
-@pytest.fixture(scope="module")
-def small_run(toy_dataset, cache_dir, tmp_path_factory):
-    """A trained small ViT whose own eval set is 5 images per class (20 of the 80 test images)."""
-    out = tmp_path_factory.mktemp("export") / "run"
-    main_cls([*SMALL_VIT, "--dataset", str(toy_dataset), "--output-dir", str(out), "--cache-dir", str(cache_dir),
-              "--samples-per-class", "40", "--eval-samples-per-class", "5", "--batch-size", "16", "--epochs", "2",
-              "--lr", "2e-3", "--no-progress"])
-    return out
 
 
 def test_export_matches_pytorch_and_the_file_is_usable_alone(small_run, cache_dir, capsys):

@@ -12,7 +12,7 @@ import torch
 
 from trainer.commands.push import main as push_main
 from trainer.commands.train import main_cls
-from trainer.deploy.onnx import input_spec
+from trainer.deploy.formats import input_spec
 from trainer.data.augment import View
 from trainer.models import load_trained
 

@@ -69,7 +69,7 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
 
 
 def test_an_export_is_reused_only_while_it_is_newer_than_the_weights(tmp_path):
-    from trainer.deploy.onnx import previous_export
+    from trainer.deploy.export import previous_export
 
     run = tmp_path / "run"
     run.mkdir()

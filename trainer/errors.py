@@ -57,7 +57,9 @@ def quiet_libraries() -> None:
     for key, value in (("TOKENIZERS_PARALLELISM", "false"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
                        ("DATASETS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error")):
         os.environ.setdefault(key, value)
-    for name in ("datasets", "huggingface_hub", "timm"):
+    # torch.utils._pytree: torchao's import-time deprecation notice (transformers and ExecuTorch import torchao);
+    # coremltools: its notices that Core ML's runtime is macOS-only and that this torch is newer than it tested.
+    for name in ("datasets", "huggingface_hub", "timm", "torch.utils._pytree", "coremltools"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].utils.logging.set_verbosity_error()

@@ -83,6 +83,33 @@ def atomic_write(path: str, write: Callable[[str], None], fix: Optional[str] = N
         raise
 
 
+def atomic_write_dir(path: str, write: Callable[[str], None], fix: Optional[str] = None) -> None:
+    """atomic_write for a folder (a Core ML .mlpackage): write(tmp_path) beside it, then swapped in; an older folder
+    at path is put back on any failure and removed only once the new one is in place."""
+    tmp = ""
+    try:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        new, old = os.path.join(tmp, os.path.basename(path)), os.path.join(tmp, "previous")
+        write(new)
+        if os.path.lexists(path):
+            os.replace(path, old)
+        try:
+            os.replace(new, path)
+        except BaseException:
+            if os.path.lexists(old):
+                os.replace(old, path)
+            raise
+    except BaseException as err:
+        if isinstance(err, Exception):
+            raise (write_failed(path, err, fix) if fix else write_failed(path, err)) from None
+        raise
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path: str, obj: Any, fix: Optional[str] = None) -> None:
     """Write indented JSON atomically."""
     write_text(path, json.dumps(obj, indent=2) + "\n", fix)

@@ -3,6 +3,7 @@
     python -m trainer.benchmark --model vit_tiny_patch16_224 --batch-size 32 --device cpu
     python -m trainer.benchmark --run runs/part3 --device cuda --precision bf16 --compile   # a GPU line
     python -m trainer.benchmark --run runs/part3 --runtime onnxruntime --precision int8
+    python -m trainer.benchmark --run runs/part3 --runtime executorch --precision int8 --threads 1   # a phone's core
 """
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ def build_parser() -> OneLineParser:
     p.add_argument("--batch-size", type=int, default=256, help="images per timed call (halved on out-of-memory)")
     p.add_argument("--img-size", type=int, default=None, help="default: the model's own")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when present, else cpu")
-    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
-                   help="onnxruntime: the model exported to ONNX, run by ONNX Runtime on the CPU")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime", "executorch"], default="torch",
+                   help="onnxruntime / executorch: the model exported as trainer.export writes it, run on the CPU")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32",
-                   help="autocast dtype; int8: ONNX Runtime's dynamic quantisation (with --runtime onnxruntime)")
+                   help="autocast dtype; int8: the exported file's quantisation (--runtime onnxruntime or executorch)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of every runtime (default: torch's count); 1 to 4 is a phone's budget")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations")
@@ -59,9 +62,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     out = benchmark(model, view, device, label=args.model or args.run, runtime=args.runtime, precision=args.precision,
                     batch_size=args.batch_size, channels_last=args.channels_last, compile=args.compile,
                     warmup=args.warmup, iters=args.iters, latency=args.latency, dataset=args.dataset,
-                    eval_split=args.eval_split, progress=True)
+                    eval_split=args.eval_split, progress=True, threads=args.threads)
     latency = f"; batch-1 CPU latency {out['cpu_latency_ms_bs1']:.1f} ms" if "cpu_latency_ms_bs1" in out else ""
-    print(f"{out['model']} at {out['img_size']} px on {out['device']} ({out['runtime']}, {out['precision']}): "
+    print(f"{out['model']} at {out['img_size']} px on {out['device']} ({out['runtime']}, {out['precision']}, "
+          f"{out['threads']} threads): "
           f"{out['images_per_s']:.1f} images/s at batch {out['batch_size']} ({out['ms_per_batch']:.1f} ms per "
           f"batch){latency}", flush=True)
     print(json.dumps(out), flush=True)

@@ -215,3 +215,19 @@ def load_eval_split(dataset: str, eval_split: str = "test", *, image_column: Opt
         source = dataclasses.replace(source, pool=hold_out(source.labels, held_out_percent, seed, source.names)[0])
     return source.decoded(eval_samples_per_class, seed + 1, "--eval-samples-per-class", crop,
                           cache_dir or default_cache_dir(), False, skip_bad), source.names
+
+
+def load_train_sample(dataset: str, train_split: str = "train", *, per_class: int, seed: int = 0,
+                      image_column: Optional[str] = None, label_column: Optional[str] = None,
+                      crop: Optional[EvalCrop] = None, cache_dir: Optional[str] = None,
+                      dataset_config: Optional[str] = None, skip_bad: bool = False,
+                      held_out_percent: Optional[float] = None) -> SplitData:
+    """Up to per_class training images of each class as load_data draws them with this seed (its first ones, so
+    among a run's own training images), from the part of the split not held out where held_out_percent is given."""
+    (source,) = _open_splits(dataset, [(train_split, "--train-split")], image_column, label_column, dataset_config)
+    if held_out_percent is not None:
+        source = dataclasses.replace(source, pool=hold_out(source.labels, held_out_percent, seed, source.names)[1])
+    labels = source.labels if source.pool is None else source.labels[source.pool]
+    fewest = int(np.bincount(labels, minlength=len(source.names)).min())
+    return source.decoded(max(1, min(per_class, fewest)), seed, "--calibration-samples", crop,
+                          cache_dir or default_cache_dir(), False, skip_bad)

@@ -9,10 +9,12 @@ from ..errors import UsageError, human_size
 from ..model_card import write_card
 from ..run_files import CARD_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, resolve_run
 from ..run_records import RunSummary
-from .onnx import ONNX_FILE, int8_path, parity_path
+from .executorch import EXECUTORCH
+from .formats import parity_path
+from .onnx import ONNX
 
-PUSHED = (MODEL_FILE, CONFIG_FILE, CARD_FILE, SUMMARY_FILE, METRICS_FILE, CURVES_FILE, ONNX_FILE, int8_path(ONNX_FILE),
-          parity_path(ONNX_FILE))
+PUSHED = (MODEL_FILE, CONFIG_FILE, CARD_FILE, SUMMARY_FILE, METRICS_FILE, CURVES_FILE,
+          *(name for fmt in (ONNX, EXECUTORCH) for name in (fmt.file, fmt.int8_path(fmt.file), parity_path(fmt.file))))
 
 
 def pushed_files(run: str) -> list[tuple[str, int]]:

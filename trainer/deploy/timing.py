@@ -1,5 +1,6 @@
 """Test-time throughput and latency, measured the way timm's benchmark.py does (synthetic batch, eval mode, warm-up,
-then timed calls between device synchronisations), in PyTorch or ONNX Runtime; and a training step's FLOPs for MFU."""
+then timed calls between device synchronisations), in PyTorch, ONNX Runtime or ExecuTorch; and a training step's
+FLOPs for MFU."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,9 @@ from ..data.loading import default_cache_dir, load_eval_split
 from ..data.placement import place_splits
 from ..errors import UsageError
 from ..models import count_params, create_model, input_view, load_trained, num_classes
-from .onnx import ONNX_FILE, export_onnx, input_spec, int8_path, ort_session, quantize_int8, require_deploy, run_session
+from .executorch import EXECUTORCH
+from .formats import Runner, input_spec
+from .onnx import ONNX_FILE, export_onnx, int8_path, ort_session, quantize_int8, require_deploy, run_session
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -76,22 +79,54 @@ def onnx_file(model: torch.nn.Module, view: View, folder: str, int8: bool) -> st
 
 def ort_seconds(session: Any, img_size: int, batch_size: int, warmup: int, iters: int) -> float:
     """Seconds per batch through an ONNX Runtime session: warm-up calls, then timed calls."""
+    return runner_seconds(lambda x: run_session(session, x), img_size, batch_size, warmup, iters)
+
+
+def runner_seconds(run: Runner, img_size: int, batch_size: int, warmup: int, iters: int) -> float:
+    """Seconds per batch through an exported file's runner: warm-up calls, then timed calls."""
     x = np.random.default_rng(0).standard_normal((batch_size, 3, img_size, img_size), dtype=np.float32)
     for _ in range(warmup):
-        run_session(session, x)
+        run(x)
     start = time.perf_counter()
     for _ in range(iters):
-        run_session(session, x)
+        run(x)
     return (time.perf_counter() - start) / iters
 
 
+def pte_file(model: torch.nn.Module, view: View, folder: str, int8: bool) -> str:
+    """The model as an ExecuTorch program in folder, as trainer.export writes it (int8: calibrated on a few random
+    images, which sets the scales but not the arithmetic that is timed)."""
+    EXECUTORCH.require()
+    spec = EXECUTORCH.spec_for(input_spec(view, [str(k) for k in range(num_classes(model))]))
+    path = os.path.join(folder, EXECUTORCH.file)
+    if not int8:
+        EXECUTORCH.write(model, spec, path)
+        return path
+    noise = lambda: [torch.randn(8, 3, view.size, view.size, generator=torch.Generator().manual_seed(0))]  # noqa: E731
+    EXECUTORCH.write_int8(model, spec, path, EXECUTORCH.int8_path(path), noise)
+    return EXECUTORCH.int8_path(path)
+
+
+def et_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: bool, warmup: int, iters: int,
+                 latency: bool, threads: int) -> dict[str, Any]:
+    """Batched throughput and batch-1 latency through ExecuTorch's runtime (XNNPACK) on the CPU with `threads`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = EXECUTORCH.runner(pte_file(model.float().eval(), view, tmp, int8), threads)
+        assert run is not None
+        out: dict[str, Any] = {}
+        if latency:
+            out["cpu_latency_ms_bs1"] = runner_seconds(run, view.size, 1, min(warmup, 5), iters) * 1e3
+        seconds = runner_seconds(run, view.size, batch_size, warmup, iters)
+    return {**out, "batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
+
+
 def ort_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: bool, warmup: int, iters: int,
-                  latency: bool) -> dict[str, Any]:
+                  latency: bool, threads: int) -> dict[str, Any]:
     """The PyTorch runtime's figures (batched throughput, batch-1 latency) through ONNX Runtime on the CPU,
-    with as many threads as torch uses, so that the two compare by one method."""
+    with `threads` (torch's own count by default), so that the two compare by one method."""
     require_deploy()
     with tempfile.TemporaryDirectory() as tmp:
-        session = ort_session(onnx_file(model.float().eval(), view, tmp, int8), torch.get_num_threads())
+        session = ort_session(onnx_file(model.float().eval(), view, tmp, int8), threads)
         out: dict[str, Any] = {}
         if latency:
             out["cpu_latency_ms_bs1"] = ort_seconds(session, view.size, 1, min(warmup, 5), iters) * 1e3
@@ -150,13 +185,14 @@ def benchmark_device(runtime: str = "torch", precision: str = "fp32", device: Op
     for name, value, least in (("batch-size", batch_size, 1), ("warmup", warmup, 0), ("iters", iters, 1)):
         if value < least:
             raise UsageError(f"--{name} must be positive, got {value}")
-    onnx = runtime == "onnxruntime"
-    if onnx and (device == "cuda" or precision not in ("fp32", "int8") or compile or dataset):
-        raise UsageError("--runtime onnxruntime runs on the CPU in fp32 or int8, without --compile or --dataset: "
+    exported = runtime in ("onnxruntime", "executorch")
+    if exported and (device == "cuda" or precision not in ("fp32", "int8") or compile or dataset):
+        raise UsageError(f"--runtime {runtime} runs on the CPU in fp32 or int8, without --compile or --dataset: "
                          "drop those options or use --runtime torch")
-    if not onnx and precision == "int8":
-        raise UsageError("--precision int8 is ONNX Runtime's quantisation: add --runtime onnxruntime")
-    dev = torch.device("cpu" if onnx else device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if not exported and precision == "int8":
+        raise UsageError("--precision int8 is the exported files' quantisation: add --runtime onnxruntime or "
+                         "--runtime executorch")
+    dev = torch.device("cpu" if exported else device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible here; use --device cpu")
     return dev
@@ -176,18 +212,26 @@ def model_to_time(run: Optional[str], name: Optional[str], num_classes: int = 10
 def benchmark(model: torch.nn.Module, view: View, device: torch.device, *, label: str, runtime: str = "torch",
               precision: str = "fp32", batch_size: int = 256, channels_last: bool = False, compile: bool = False,
               warmup: int = 5, iters: int = 20, latency: bool = True, dataset: Optional[str] = None,
-              eval_split: str = "test", progress: bool = False) -> dict[str, Any]:
+              eval_split: str = "test", progress: bool = False, threads: Optional[int] = None) -> dict[str, Any]:
     """What trainer.benchmark prints: throughput at batch_size, batch-1 CPU latency, optionally the real eval pipeline's
-    images/s; in PyTorch (fp32/fp16/bf16) or ONNX Runtime (fp32/int8, on the CPU; see benchmark_device). progress: a
-    line before each timing (a large model on a CPU takes minutes)."""
+    images/s; in PyTorch (fp32/fp16/bf16), ONNX Runtime or ExecuTorch (fp32/int8, on the CPU; see benchmark_device),
+    with `threads` CPU threads (default: torch's). progress: a line before each timing (a large model on a CPU takes
+    minutes)."""
     say = (lambda line: print(f"benchmark: {line}", flush=True)) if progress else (lambda line: None)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     out: dict[str, Any] = {"model": label, "img_size": view.size, "num_params": count_params(model), "runtime": runtime,
            "precision": precision, "device": device.type, "channels_last": channels_last, "compile": compile,
            "threads": torch.get_num_threads()}
-    if runtime == "onnxruntime":
-        say(f"exporting to ONNX{' and quantising to int8' if precision == 'int8' else ''}, then {warmup} + {iters} "
+    if runtime in ("onnxruntime", "executorch"):
+        name = "ONNX" if runtime == "onnxruntime" else "ExecuTorch"
+        say(f"exporting to {name}{' and quantising to int8' if precision == 'int8' else ''}, then {warmup} + {iters} "
             f"calls of batch {batch_size}")
-        return {**out, **ort_benchmark(model, view, batch_size, precision == "int8", warmup, iters, latency)}
+        timed = ort_benchmark if runtime == "onnxruntime" else et_benchmark
+        return {**out, **timed(model, view, batch_size, precision == "int8", warmup, iters, latency,
+                               torch.get_num_threads())}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     if latency:

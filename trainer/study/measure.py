@@ -1,5 +1,6 @@
-"""What the study measures beside its runs: test-time throughput and CPU latency of both models (and through ONNX
-Runtime in fp32 and int8, with the [deploy] extra), and each small model's agreement with the part-2 teacher."""
+"""What the study measures beside its runs: test-time throughput and CPU latency of both models (through ONNX
+Runtime in fp32 and int8 with the [deploy] extra; through ExecuTorch in fp32 and int8 at a phone's 1 and 4 threads
+with the [mobile] extra), and each small model's agreement with the part-2 teacher."""
 from __future__ import annotations
 
 import os
@@ -8,8 +9,10 @@ from typing import Any, Optional
 
 import torch
 
-from ..deploy.onnx import export_run, ort_session, previous_export
-from ..deploy.timing import cpu_latency_ms, ort_seconds, throughput
+from ..deploy.executorch import EXECUTORCH
+from ..deploy.export import export_run, previous_export
+from ..deploy.onnx import ONNX, ort_session
+from ..deploy.timing import cpu_latency_ms, ort_seconds, runner_seconds, throughput
 from ..errors import UsageError
 from ..evaluation.runs import evaluate_run
 from ..models import load_trained
@@ -19,6 +22,7 @@ from .presets import Preset
 ONNX_CHECK_IMAGES = 1000  # ONNX Runtime runs on the CPU: the int8 top-1 of a 224-px vit_base on 10,000 images takes long
 RUNS = ("part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", "part4_tiny_distilled",
         "part4_tiny_feature", "part4_tiny_scratch")
+PHONE_THREADS = (1, 4)  # a phone app's CPU budget: one core, or the big cores
 DISTILLED = {"part4_tiny_distilled": "soft", "part4_tiny_feature": "feature"}  # run -> --kd-type, at the same budget
 
 
@@ -58,11 +62,14 @@ def measure_throughput(out_dir: str, p: Preset, device: Optional[str], cache_dir
         res = throughput(model, size, p.bench_batch_size, dev, p.bench_precision, warmup=3, iters=10)
         res.update(device=dev.type, precision=p.bench_precision, run=os.path.basename(folder),
                    cpu_latency_ms_bs1=cpu_latency_ms(model, size, warmup=2, iters=10))
-        try:
-            res.update(onnx_figures(folder, size, cache_dir))
-        except UsageError as err:  # the [deploy] extra is missing: the study goes on without these figures
-            if notes is not None and str(err) not in notes:
-                notes.append(f"ONNX Runtime figures not measured: {err}")
+        for what, figures in (("ONNX Runtime", onnx_figures), ("ExecuTorch", executorch_figures)):
+            try:
+                res.update(figures(folder, size, cache_dir))
+            except UsageError as err:  # an extra is missing: the study goes on without these figures
+                if notes is not None and not any(str(err) in n for n in notes):
+                    notes.append(f"{what} figures not measured: {err}")
+        if "et_int8_top1" in res:
+            res["phone_latency_ms_bs1"] = phone_latency(model, folder, size)
         out[key] = res
     return out
 
@@ -80,6 +87,43 @@ def onnx_figures(folder: str, size: int, cache_dir: Optional[str]) -> dict[str, 
     return {"ort_fp32_latency_ms_bs1": latency["fp32"], "ort_int8_latency_ms_bs1": latency["int8"],
             "onnx_check_images": parity["num_samples"], "top1_torch": parity["top1_torch"],
             "top1_onnx": parity["top1_onnx"], "top1_int8": parity["top1_int8"], "onnx_agreement": parity["agreement"]}
+
+
+def executorch_figures(folder: str, size: int, cache_dir: Optional[str]) -> dict[str, Any]:
+    """A run exported for ExecuTorch (RUN/model.pte, RUN/model.int8.pte): top-1 of both programs on up to
+    ONNX_CHECK_IMAGES of the run's eval images."""
+    EXECUTORCH.require()
+    parity = previous_export(folder, "executorch")
+    if parity is None:
+        say(f"exporting {os.path.basename(folder)} to ExecuTorch (fp32 and int8, calibrated on the run's training "
+            f"images) and checking both on up to {ONNX_CHECK_IMAGES} eval images")
+        parity = export_run(folder, int8=True, cache_dir=cache_dir, max_samples=ONNX_CHECK_IMAGES,
+                            format="executorch")
+    return {"et_top1": parity["top1_executorch"], "et_int8_top1": parity["top1_int8"],
+            "et_agreement": parity["agreement"], "et_check_images": parity["num_samples"]}
+
+
+def phone_latency(model: torch.nn.Module, folder: str, size: int) -> dict[str, dict[str, float]]:
+    """Batch-1 latency (ms) at each of PHONE_THREADS: PyTorch eager fp32, ONNX Runtime fp32/int8 where exported,
+    ExecuTorch fp32/int8; the files are the run folder's own."""
+    say(f"measuring {os.path.basename(folder)}'s batch-1 latency at {' and '.join(map(str, PHONE_THREADS))} threads "
+        "in PyTorch, ONNX Runtime and ExecuTorch")
+    before, out = torch.get_num_threads(), {}
+    try:
+        for threads in PHONE_THREADS:
+            torch.set_num_threads(threads)
+            row = {"torch_fp32": cpu_latency_ms(model, size, warmup=2, iters=10)}
+            for name, fmt in (("ort", ONNX), ("et", EXECUTORCH)):
+                for precision, file in (("fp32", fmt.file), ("int8", fmt.int8_path(fmt.file))):
+                    path = os.path.join(folder, file)
+                    if os.path.exists(path):
+                        run = fmt.runner(path, threads)
+                        assert run is not None
+                        row[f"{name}_{precision}"] = runner_seconds(run, size, 1, 2, 10) * 1e3
+            out[str(threads)] = row
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 def teacher_agreement(out_dir: str, cache_dir: Optional[str], mixed_precision: Optional[str] = None) -> dict[str, float]:

@@ -94,6 +94,37 @@ def deployment_lines(thr: dict) -> list[str]:
     return lines
 
 
+PHONE_ROWS = (("torch_fp32", "PyTorch eager fp32", "top1_torch"), ("ort_fp32", "ONNX Runtime fp32", "top1_onnx"),
+              ("ort_int8", "ONNX Runtime int8", "top1_int8"), ("et_fp32", "ExecuTorch fp32 (XNNPACK)", "et_top1"),
+              ("et_int8", "ExecuTorch int8 (XNNPACK)", "et_int8_top1"))
+
+
+def phone_lines(thr: dict) -> list[str]:
+    """Part 3 at a phone's budget: batch-1 latency at 1 and 4 threads in each runtime and precision, with the top-1
+    of each format's file."""
+    have = {k: v for k, v in thr.items() if "phone_latency_ms_bs1" in v}
+    if not have:
+        return []
+    threads = sorted({t for v in have.values() for t in v["phone_latency_ms_bs1"]}, key=int)
+    names = {"base": "ViT-B", "tiny": "ViT-Ti"}
+    head = " | ".join(f"{names.get(k, k)} {t} thread{'s' if t != '1' else ''}" for k in have for t in threads)
+    lines = ["", "## Deployment at a phone's budget", "",
+             "Batch-1 latency on this machine's CPU with 1 and 4 threads (a phone app's budget: one core, or the big "
+             "cores), each model as `python -m trainer.export --format executorch --int8` and `--format onnx --int8` "
+             "write it into its run folder (`model.pte`, `model.int8.pte`, `model.onnx`, `model.int8.onnx`); top-1 of "
+             "each file on the first eval images of its run.", "",
+             f"| runtime | {head} | " + " | ".join(f"top-1 {names.get(k, k)}" for k in have) + " |",
+             "| --- |" + " ---: |" * (len(have) * len(threads) + len(have))]
+    for key, label, top in PHONE_ROWS:
+        if not any(key in v["phone_latency_ms_bs1"][t] for v in have.values() for t in threads):
+            continue
+        cells = [f"{v['phone_latency_ms_bs1'][t][key]:.1f} ms" if key in v["phone_latency_ms_bs1"][t] else "n/a"
+                 for v in have.values() for t in threads]
+        tops = [_pct(v.get(top)) for v in have.values()]
+        lines.append(f"| {label} | " + " | ".join(cells + tops) + " |")
+    return lines
+
+
 def per_class_lines(runs: dict[str, StudyRun]) -> list[str]:
     """Each class's eval accuracy (recall) in every run: where each model fails."""
     have = {r: pc for r, s in runs.items() if (pc := s.summary.per_class) is not None}
@@ -158,6 +189,7 @@ def write_report(out_dir: str) -> str:
                           f"{v['precision']}), batch-1 CPU latency {v['cpu_latency_ms_bs1']:.1f} ms"
                           for k, v in thr.items()) + "."]
     lines += deployment_lines(thr)
+    lines += phone_lines(thr)
     lines += per_class_lines(runs)
     lines += ["", "## Observations", ""] + [f"- {o}" for o in observations(runs, study)]
     if study.get("notes"):
