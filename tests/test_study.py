@@ -49,12 +49,22 @@ def test_demo_study_writes_a_complete_report_and_continues(tmp_path, cache_dir, 
         assert thr["onnx_agreement"] >= 0.995 and 0 <= thr["top1_int8"] <= 1
         assert (out / thr["run"] / "model.int8.onnx").is_file()
     assert "## Deployment on a CPU" in report and "int8 ViT-Ti in ONNX Runtime answers in" in report
+    # At a phone's budget: ExecuTorch fp32/int8 at 1 and 4 threads beside PyTorch and ONNX Runtime, each file's top-1.
+    for key in ("base", "tiny"):
+        thr = study["throughput"][key]
+        assert set(thr["phone_latency_ms_bs1"]) == {"1", "4"}
+        assert all(v > 0 for row in thr["phone_latency_ms_bs1"].values() for v in row.values())
+        assert set(thr["phone_latency_ms_bs1"]["1"]) == {"torch_fp32", "ort_fp32", "ort_int8", "et_fp32", "et_int8"}
+        assert thr["et_agreement"] >= 0.995 and 0 <= thr["et_int8_top1"] <= 1
+        assert (out / thr["run"] / "model.int8.pte").is_file()
+    assert "## Deployment at a phone's budget" in report and "| ExecuTorch int8 (XNNPACK) |" in report
     assert "## Per class" in report and "| macro F1 |" in report
     assert all(f"| {k} | " in report for k in range(10))  # a row per digit class
 
     stamps = {run: os.path.getmtime(out / run / "summary.json") for run in RUNS}
     onnx = {p: os.path.getmtime(p) for run in ("part2_base_pretrained", "part3_tiny_pretrained")
-            for p in (out / run / "model.onnx", out / run / "model.int8.onnx")}
+            for p in (out / run / "model.onnx", out / run / "model.int8.onnx", out / run / "model.pte",
+                      out / run / "model.int8.pte")}
     (out / "part4_tiny_scratch" / "summary.json").unlink()  # as if the study had been interrupted there
     assert "study: measuring the test-time throughput of part2_base_pretrained" in said  # the silent phase speaks
     again = study_main(argv)
@@ -110,6 +120,7 @@ def test_a_part_that_fails_is_reported_and_the_others_run(tmp_path, cache_dir, m
     from trainer.errors import UsageError
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # nor is the [deploy] extra installed
+    monkeypatch.setitem(sys.modules, "executorch", None)  # nor the [mobile] one
     real = four_parts.train_once
 
     def part2_fails(cfg):
@@ -130,7 +141,9 @@ def test_a_part_that_fails_is_reported_and_the_others_run(tmp_path, cache_dir, m
     report = (out / "report.md").read_text()
     assert "## Not run" in report and "non-finite at step 3" in report
     assert "ONNX Runtime figures not measured: ONNX export needs onnxruntime" in report
+    assert "ExecuTorch figures not measured: ExecuTorch export needs executorch" in report
     assert "ort_fp32_latency_ms_bs1" not in study["throughput"]["tiny"]
+    assert "phone_latency_ms_bs1" not in study["throughput"]["tiny"]
     assert not (out / "part1_base_scratch" / "model.onnx").exists()
     assert (out / "part1_base_scratch" / "summary.json").is_file()
     for run in ("part1_base_scratch", "standin_tiny", "part3_tiny_pretrained"):  # --seed reaches every run

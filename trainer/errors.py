@@ -20,6 +20,10 @@ class UsageError(Exception):
     """Bad input from the user: the message names the problem and the fix."""
 
 
+class Diverged(UsageError):
+    """The loss became non-finite: these settings do not train (a sweep records the trial as failed and goes on)."""
+
+
 class Preempted(Exception):
     """The run stopped on a signal after saving a resumable checkpoint."""
 

@@ -125,6 +125,23 @@ def phone_lines(thr: dict) -> list[str]:
     return lines
 
 
+def sweep_lines(out_dir: str) -> list[str]:
+    """A line for each sweep kept in the study's folder (`python -m trainer.sweep --output-dir STUDY/NAME`)."""
+    found = []
+    for name in sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []:
+        try:
+            with open(os.path.join(out_dir, name, "sweep.json")) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        best = record.get("best") or {}
+        said = (f"best trial {best['number']}, {record.get('metric')} {best['value']:.4f} with "
+                + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best["params"].items())
+                if best else "no trial complete")
+        found.append(f"- [{name}]({name}/sweep.md): {len(record.get('trials', []))} trials; {said}")
+    return ["", "## Sweeps", ""] + found if found else []
+
+
 def per_class_lines(runs: dict[str, StudyRun]) -> list[str]:
     """Each class's eval accuracy (recall) in every run: where each model fails."""
     have = {r: pc for r, s in runs.items() if (pc := s.summary.per_class) is not None}
@@ -191,6 +208,7 @@ def write_report(out_dir: str) -> str:
     lines += deployment_lines(thr)
     lines += phone_lines(thr)
     lines += per_class_lines(runs)
+    lines += sweep_lines(out_dir)
     lines += ["", "## Observations", ""] + [f"- {o}" for o in observations(runs, study)]
     if study.get("notes"):
         lines += ["", "## Not run", ""] + [f"- {n}" for n in study["notes"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional, cast
+from typing import Any, Callable, Optional, cast
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -33,6 +33,8 @@ from .state import LoopState
 from .tasks import StepOutput, Task
 
 
+EpochHook = Callable[[int, dict[str, float]], None]  # (epochs done, {"eval_top1", "eval_loss"})
+
 @dataclass
 class Training:
     """What the loop works with: the setup, its task, the prepared model and optimizer, the state, the log."""
@@ -49,6 +51,7 @@ class Training:
     last_eval: Optional[EvalResult] = None
     last_ema_eval: Optional[EvalResult] = None
     saved: tuple[int, str] = (-1, "")  # (step, folder) of the newest checkpoint saved
+    on_epoch: Optional[EpochHook] = None  # the caller's, after each epoch's evaluation (a sweep's pruner)
 
 
 
@@ -60,15 +63,19 @@ def _recipe_line(cfg: TrainConfig) -> str:
     return (f"recipe {cfg.recipe}, {r.source}: {recipe_flags(cfg.recipe)}"
             + (f"; replaced here: {', '.join(replaced)}" if replaced else "") + f"; not set: {r.leaves}")
 
-def fit(setup: Setup, task: Task, stop: Optional[StopSignal] = None) -> dict[str, Any]:
+def fit(setup: Setup, task: Task, stop: Optional[StopSignal] = None,
+        on_epoch: Optional[EpochHook] = None) -> dict[str, Any]:
     """Train the task's model on setup.data; write the run files; return summary.json's content.
     SIGTERM / SIGINT end it after the current optimizer step with a checkpoint (Preempted); after the last step they
-    wait for the final files. `stop`: the caller's, when it covers more of the run (trainer.api.train's does)."""
+    wait for the final files. `stop`: the caller's, when it covers more of the run (trainer.api.train's does).
+    on_epoch(epoch, eval figures): called on every process after each epoch's evaluation, once its checkpoint (if
+    due) is saved; an exception it raises ends the run there."""
     if stop is None:
         with StopSignal() as own:
-            return fit(setup, task, own)
+            return fit(setup, task, own, on_epoch)
     stop.watch(setup.accelerator)
     t = start(setup, task)
+    t.on_epoch = on_epoch
     cfg, state = setup.cfg, t.state
     t.model.train()
     for epoch in range(state.epoch, cfg.epochs):
@@ -92,6 +99,8 @@ def fit(setup: Setup, task: Task, stop: Optional[StopSignal] = None) -> dict[str
             log_and_evaluate(t, epoch + (micro.index + 1) / micro.count, end_of_epoch, bar)
             if checkpoint_due(cfg.checkpoint_every, state.step, end_of_epoch):
                 checkpoint(t)
+            if end_of_epoch and t.on_epoch is not None and t.last_eval is not None:
+                t.on_epoch(state.epoch, {"eval_top1": t.last_eval.top1, "eval_loss": t.last_eval.loss})
             if stop.due():
                 bar.close()
                 raise stopped(t, stop.received or "a signal")

@@ -9,7 +9,7 @@ from typing import Any, Iterator, Optional
 import torch
 from accelerate import Accelerator
 
-from ..errors import UsageError
+from ..errors import Diverged, UsageError
 from .meters import Meter
 
 
@@ -81,7 +81,7 @@ class LoopState:
         """Stop the run, naming the step, once a loss has been non-finite."""
         at = int(self.nonfinite_at)
         if at >= 0:
-            raise UsageError(f"the loss became non-finite at step {at}: lower --lr, raise --warmup-epochs or use "
+            raise Diverged(f"the loss became non-finite at step {at}: lower --lr, raise --warmup-epochs or use "
                              f"--mixed-precision bf16; the last good checkpoint (if any) is kept under "
                              f"{output_dir}/checkpoints")
 

@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps over Optuna: the space, the engine, the report."""
