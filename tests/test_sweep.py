@@ -47,7 +47,7 @@ def _scripted(scores, calls):
 
 
 def _sweep_args(tmp_path, toy_dataset, cache_dir, space, trials, **kw):
-    from trainer.sweep.engine import SweepArgs
+    from trainer.sweep.store import SweepArgs
     from trainer.sweep.space import read_space
     from trainer.train_args import parse_args
 
@@ -164,7 +164,7 @@ def test_a_real_sweep_reports_what_its_runs_measured(tmp_path, toy_dataset, cach
         summary = json.loads(open(os.path.join(t["run_dir"], "summary.json")).read())
         cfg = json.loads(open(os.path.join(t["run_dir"], "config.json")).read())["training_args"]
         evals = [json.loads(line)["top1"] for line in open(os.path.join(t["run_dir"], "metrics.jsonl"))
-                 if json.loads(line)["kind"] == "eval"]
+                 if json.loads(line)["event"] == "eval"]
         assert t["value"] == summary["final"]["eval_top1"] and t["epochs"] == evals and len(evals) == 2
         assert cfg["lr"] == t["params"]["lr"] and t["run_dir"] == str(out / f"trial-{t['number']}")
     assert json.loads((out / "sweep.json").read_text()) == record
@@ -232,3 +232,19 @@ def test_a_distillation_sweep_pays_the_teacher_once(tmp_path, toy_dataset, cache
     assert forwards[0] > 0 and forwards[1:] == [0, 0]  # the first trial filled the cache, the others read it
     assert record["teacher_forwards"] == forwards[0] and (out / "teacher-cache").is_dir()
     assert "paid" in (out / "sweep.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_sweep_under_two_processes_trains_each_trial_on_both(tmp_path, toy_dataset, cache_dir):
+    from .test_multiprocess import torchrun
+
+    out = tmp_path / "s"
+    done = torchrun(2, "-m", "trainer.sweep", "--space", _space(tmp_path, {"lr": {"low": 1e-3, "high": 3e-3}}),
+                    "--trials", "2", "--output-dir", str(out), "--", *_fixed(toy_dataset, cache_dir, "--epochs", "1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "sweep.json").read_text())
+    assert [t["state"] for t in record["trials"]] == ["COMPLETE", "COMPLETE"]
+    for t in record["trials"]:
+        line = open(os.path.join(t["run_dir"], "metrics.jsonl")).readline()
+        assert json.loads(line)  # one log, written by the main process
+        assert "2 process(es)" in done.stdout

@@ -46,9 +46,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = build_parser().parse_args(ours)
     from ..api import train
     from ..distributed import end_processes
-    from ..sweep.engine import SweepArgs, check_args, run_sweep
+    from ..sweep.engine import check_args, run_sweep
     from ..sweep.report import SWEEP_JSON, write_report
     from ..sweep.space import corners, read_space
+    from ..sweep.store import SweepArgs
     from ..train_args import parse_args
 
     kd = any(a == "--teacher" or a.startswith("--teacher=") for a in fixed)
@@ -62,6 +63,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     check_args(sweep, corners(space))
     epochs = parse_args([*fixed, "--output-dir", args.output_dir], kd=kd).epochs
     study = run_sweep(sweep, train, epochs, lambda line: print(f"sweep: {line}", flush=True))
+    if study is None:  # one of a trial's other processes (accelerate launch): the main one reports
+        end_processes()
+        return {}
     record = write_report(study, args.output_dir)
     end_processes()
     states = ", ".join(f"{n} {s.lower()}" for s, n in record["states"].items() if n)

@@ -1,136 +1,19 @@
-"""A sweep on Optuna: the study in its storage (SQLite in the sweep's folder by default, any RDB URL or a journal file
-on a shared filesystem), each trial a call of the library's train() in DIR/trial-N reported to Optuna after every
-epoch for pruning, a trial whose process died resumed through --resume-from auto, and the trial count shared by
-every process that joins."""
+"""A sweep on Optuna: each trial a call of the library's train() in DIR/trial-N reported to Optuna after every epoch
+for pruning (a trial whose process died resumes there through --resume-from auto), a trial's other processes under
+accelerate launch following the main one, and the checks made before anything is written."""
 from __future__ import annotations
 
 import os
 import socket
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
-from ..config import TrainConfig
+from ..distributed import make_accelerator
 from ..errors import Diverged, UsageError
-from .space import Dimension, flags
+from .space import flags
+from .store import PRUNERS, SweepArgs, counted, open_study, retry_orphans, storage_for
 
-PRUNERS = ("median", "hyperband", "none")
-DB_FILE = "sweep.db"
 TEACHER_CACHE = "teacher-cache"
-HEARTBEAT_S, GRACE_S = 20, 60  # a trial whose process stopped beating for a minute is retried elsewhere
-
-
-@dataclass
-class SweepArgs:
-    """What `python -m trainer.sweep` was asked."""
-
-    space: list[Dimension]
-    fixed: list[str]  # the train_cls.py / train_kd.py arguments after --
-    kd: bool
-    trials: int
-    output_dir: str
-    storage: Optional[str] = None
-    study_name: str = "sweep"
-    direction: str = "maximize"
-    metric: str = "eval_top1"
-    pruner: str = "median"
-    seed: Optional[int] = None
-    parse: Optional[Callable[[list[str]], TrainConfig]] = field(default=None, repr=False)
-
-
-def storage_for(url: Optional[str], output_dir: str) -> Any:
-    """The Optuna storage: SQLite in output_dir by default, an RDB URL (heartbeats on, a trial of a dead process
-    retried with its parameters), or journal:PATH (Optuna's journal file, for a shared filesystem without a
-    database); UsageError where it cannot be reached."""
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend
-
-    url = url or f"sqlite:///{os.path.abspath(os.path.join(output_dir, DB_FILE))}"
-    try:
-        if url.startswith("journal:"):
-            path = url[len("journal:"):]
-            if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-                raise OSError(f"no folder {os.path.dirname(os.path.abspath(path))}")
-            return JournalStorage(JournalFileBackend(path))
-        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                              max_retry=3, inherit_intermediate_values=True))
-    except Exception as err:
-        line = next((t.strip() for t in str(err).splitlines() if t.strip()), type(err).__name__)
-        raise UsageError(f"--storage {url} cannot be reached ({type(err).__name__}: {line[:200]}): start the "
-                         "database, fix the URL, or leave --storage out for SQLite in the sweep's folder") from None
-
-
-def make_pruner(name: str, epochs: int) -> Any:
-    """median: Optuna's MedianPruner; hyperband: HyperbandPruner over 1..epochs; none."""
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
-def open_study(args: SweepArgs, storage: Any, epochs: int) -> Any:
-    """Create the study, or join it: the same space and direction, else UsageError."""
-    import optuna
-
-    space = [d.describe() for d in args.space]
-    direction = optuna.study.StudyDirection[args.direction.upper()]
-    study = optuna.create_study(storage=storage, study_name=args.study_name, direction=direction,
-                                pruner=make_pruner(args.pruner, epochs), load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=args.seed))
-    stored = study.user_attrs.get("space")
-    if stored is None:
-        study.set_user_attr("space", space)
-        study.set_user_attr("metric", args.metric)
-        study.set_user_attr("fixed", args.fixed)
-    elif stored != space or study.direction.name.lower() != args.direction or study.user_attrs.get(
-            "metric") != args.metric:
-        raise UsageError(f"--study-name {args.study_name} exists in this storage with another space, metric or "
-                         f"direction ({study.direction.name.lower()} {study.user_attrs.get('metric')}): pass another "
-                         "--study-name, or the same --space and --direction")
-    return study
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def retry_orphans(study: Any) -> list[int]:
-    """Trials left RUNNING by a process of this machine that is gone (SIGKILL, a reboot): failed and queued again with
-    their parameters at once, as Optuna's heartbeat would after its grace period; their run folders continue."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.trial import TrialState
-
-    host, found = socket.gethostname(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
-            # Optuna has no public call that fails another process's trial: its own stale-trial path does the same.
-            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)(study, t)
-                found.append(t.number)
-    return found
-
-
-def counted(study: Any) -> int:
-    """Trials that use up the sweep's count: finished ones (a failed one that was queued again is not), and the ones
-    running or waiting."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    # What RetryHeartbeatStaleTrialCallback.retried_trial_number reads (that call warns it is experimental).
-    retried = {n for t in trials if (n := t.system_attrs.get("failed_trial")) is not None}
-    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
 
 
 def run_dir(args: SweepArgs, trial: Any) -> str:
@@ -147,9 +30,44 @@ def trial_argv(args: SweepArgs, values: dict[str, Any], folder: str) -> list[str
     return argv
 
 
-def objective(args: SweepArgs, train: Callable[..., dict[str, Any]], say: Callable[[str], None]) -> Callable:
-    """Optuna's objective: one trial trained, its eval figure reported after every epoch (pruned when the pruner says),
-    its final figure returned; a diverged trial fails and the sweep goes on, bad arguments stop it."""
+def _processes() -> int:
+    """The processes of one trial: accelerate launch / torchrun's WORLD_SIZE."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def share(value: Any) -> Any:
+    """The main process's value on every process of the trial (the others pass anything)."""
+    if _processes() == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+class Followers:
+    """The main process's side of a trial's other processes: the next command line, or the end, said once."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+    def start(self, argv: list[str]) -> None:
+        """Every process trains this command line."""
+        share(argv)
+
+    def end(self) -> None:
+        """The others stop (once: they no longer listen after)."""
+        if not self.ended:
+            self.ended = True
+            share(None)
+
+
+def objective(args: SweepArgs, train: Callable[..., dict[str, Any]], say: Callable[[str], None],
+              followers: Followers) -> Callable:
+    """Optuna's objective on the main process: one trial trained (its command line shared with the trial's other
+    processes), its eval figure reported after every epoch (pruned when the pruner says, every process together), its
+    final figure returned; a diverged trial fails and the sweep goes on, bad arguments stop it."""
     import optuna
 
     parse = args.parse
@@ -161,13 +79,19 @@ def objective(args: SweepArgs, train: Callable[..., dict[str, Any]], say: Callab
         trial.set_user_attr("run_dir", folder)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        cfg = parse(trial_argv(args, values, folder))
+        argv = trial_argv(args, values, folder)
+        try:
+            cfg = parse(argv)
+        except UsageError:
+            followers.end()  # the other processes stop with this one
+            raise
+        followers.start(argv)
         say(f"trial {trial.number}: {' '.join(flags(args.space, values))} in {folder}")
         start = time.perf_counter()
 
         def on_epoch(epoch: int, figures: dict[str, float]) -> None:
             trial.report(figures[args.metric], epoch)
-            if trial.should_prune():
+            if share(trial.should_prune()):
                 say(f"trial {trial.number}: pruned after epoch {epoch} ({args.metric} {figures[args.metric]:.4f})")
                 raise optuna.TrialPruned()
 
@@ -186,28 +110,55 @@ def objective(args: SweepArgs, train: Callable[..., dict[str, Any]], say: Callab
     return run
 
 
+def follow(args: SweepArgs, train: Callable[..., dict[str, Any]]) -> None:
+    """A trial's other processes (accelerate launch): train what the main process shares, prune when it says, until
+    it shares None."""
+    import optuna
+
+    assert args.parse is not None
+
+    def on_epoch(epoch: int, figures: dict[str, float]) -> None:
+        if share(None):
+            raise optuna.TrialPruned()
+
+    while (argv := share(None)) is not None:
+        try:
+            train(args.parse(argv), on_epoch=on_epoch)
+        except (optuna.TrialPruned, Diverged):
+            continue
+
+
 def run_sweep(args: SweepArgs, train: Callable[..., dict[str, Any]], epochs: int,
               say: Callable[[str], None]) -> Any:
     """Open or join the study, retry this machine's orphaned trials, run trials until the study has args.trials;
-    return the study."""
+    return the study (None on a trial's other processes, which only follow the main one)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial's end and failure are said by our lines
-    if args.storage is None:  # the default database lives in the folder
+    if _processes() > 1:
+        if not make_accelerator().is_main_process:  # the group forms as a run's would
+            follow(args, train)
+            return None
+    followers = Followers()
+    try:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial's end and failure are said by our lines
+        if args.storage is None:  # the default database lives in the folder
+            os.makedirs(args.output_dir, exist_ok=True)
+        storage = storage_for(args.storage, args.output_dir)
         os.makedirs(args.output_dir, exist_ok=True)
-    storage = storage_for(args.storage, args.output_dir)
-    os.makedirs(args.output_dir, exist_ok=True)
-    study = open_study(args, storage, epochs)
-    for number in retry_orphans(study):
-        say(f"trial {number} was left running by a process that is gone: queued again, to resume from its folder")
+        study = open_study(args, storage, epochs)
+        for number in retry_orphans(study):
+            say(f"trial {number} was left running by a process that is gone: queued again, to resume from its folder")
 
-    def enough(study: Any, trial: Any) -> None:
-        if counted(study) >= args.trials:
-            study.stop()
+        def enough(study: Any, trial: Any) -> None:
+            if counted(study) >= args.trials:
+                study.stop()
 
-    if counted(study) < args.trials or any(t.state == optuna.trial.TrialState.WAITING for t in study.get_trials()):
-        study.optimize(objective(args, train, say), n_trials=args.trials, callbacks=[enough], catch=(Diverged,),
-                       gc_after_trial=True)
+        waiting = any(t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        if counted(study) < args.trials or waiting:
+            study.optimize(objective(args, train, say, followers), n_trials=args.trials, callbacks=[enough],
+                           catch=(Diverged,), gc_after_trial=True)
+    finally:
+        followers.end()
     return study
 
 

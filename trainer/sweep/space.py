@@ -43,7 +43,8 @@ class Dimension:
 
     def describe(self) -> dict[str, Any]:
         """As the study stores it: a second sweep on the study must have the same."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, (), False) or k == "name"}
+        kept = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, (), False) or k == "name"}
+        return json.loads(json.dumps(kept))  # as it comes back from the storage (lists, not tuples)
 
 
 def read_space(path: str, kd: bool) -> list[Dimension]:
