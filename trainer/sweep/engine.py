@@ -153,8 +153,7 @@ def run_sweep(args: SweepArgs, train: Callable[..., dict[str, Any]], epochs: int
             if counted(study) >= args.trials:
                 study.stop()
 
-        waiting = any(t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
-        if counted(study) < args.trials or waiting:
+        if counted(study) < args.trials:
             study.optimize(objective(args, train, say, followers), n_trials=args.trials, callbacks=[enough],
                            catch=(Diverged,), gc_after_trial=True)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -39,6 +40,7 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
     """The Optuna storage: SQLite in output_dir by default, an RDB URL (heartbeats on, a trial of a dead process
     retried with its parameters), or journal:PATH (Optuna's journal file, for a shared filesystem without a
     database); UsageError where it cannot be reached."""
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
@@ -50,6 +52,7 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
                 raise OSError(f"no folder {os.path.dirname(os.path.abspath(path))}")
             return JournalStorage(JournalFileBackend(path))
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats and retries: stable since 2.8
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                               max_retry=3, inherit_intermediate_values=True))
@@ -120,11 +123,12 @@ def retry_orphans(study: Any) -> list[int]:
 
 
 def counted(study: Any) -> int:
-    """Trials that use up the sweep's count: finished ones (a failed one that was queued again is not), and the ones
-    running or waiting."""
+    """Trials that use up the sweep's count: finished ones (a failed one that was queued again is not) and running
+    ones; a waiting (queued) trial is run before the count is reached."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     # What RetryHeartbeatStaleTrialCallback.retried_trial_number reads (that call warns it is experimental).
     retried = {n for t in trials if (n := t.system_attrs.get("failed_trial")) is not None}
-    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+    return sum(1 for t in trials if t.state != TrialState.WAITING
+               and not (t.state == TrialState.FAIL and t.number in retried))
