@@ -53,9 +53,7 @@ def _plots(study: Any, folder: str) -> list[str]:
                 warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
                 ax = getattr(vis, fn)(study)
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-                fig.set_size_inches(max(fig.get_size_inches()[0], 7), 4.5)
-                fig.tight_layout()
-                fig.savefig(os.path.join(folder, name), dpi=100)
+                fig.savefig(os.path.join(folder, name), dpi=100, bbox_inches="tight")
             plt.close(fig)
             made.append(name)
         except (ValueError, RuntimeError, ZeroDivisionError):

@@ -4,7 +4,9 @@ orphaned trials queued again, and the trials that count towards --trials."""
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -53,9 +55,16 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
             return JournalStorage(JournalFileBackend(path))
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats and retries: stable since 2.8
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                              max_retry=3, inherit_intermediate_values=True))
+        for attempt in range(10):
+            try:
+                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                      max_retry=3, inherit_intermediate_values=True))
+            except Exception as err:  # two processes creating the schema at once: the later one finds it made
+                if "already exists" not in str(err) or attempt == 9:
+                    raise
+                time.sleep(0.2 + random.random())
+        raise AssertionError("unreachable")
     except Exception as err:
         line = next((t.strip() for t in str(err).splitlines() if t.strip()), type(err).__name__)
         raise UsageError(f"--storage {url} cannot be reached ({type(err).__name__}: {line[:200]}): start the "
