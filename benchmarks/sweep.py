@@ -5,10 +5,11 @@ process adds, and what a shared teacher cache saves a distillation sweep (--what
 
 - prune: a --trials lr x weight-decay sweep with the median pruner, then the same trials (their parameters
   enqueued) with no pruner: wall time ratio, trials pruned, whether the best trial is the same.
-- join: the same sweep by one process, then by two processes on one SQLite study (each with half the threads):
-  wall times, trials run, and that no trial ran twice (distinct numbers, run folders, parameters).
-- kd: a 6-trial sweep over kd_alpha and kd_temperature with one shared teacher cache: the teacher forwards the sweep
-  paid against what online teachers pay (every training image, every epoch, every trial): teacher_share (<= 0.1).
+- join: a --join-trials sweep by one process, then by two processes on one SQLite study (each with half the
+  threads): wall times, trials run, and that no trial ran twice (distinct numbers, run folders, parameters).
+- kd: a 6-trial sweep over kd_alpha and kd_temperature with one shared teacher cache, --kd-epochs each (the
+  mission's 5): the teacher forwards the sweep paid against what online teachers pay (every training image, every
+  epoch, every trial): teacher_share (<= 0.1).
 The last stdout line is one JSON object.
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ def prune(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
 
 def _process(args: argparse.Namespace, out: str, space: str, threads: int, log: Any) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    return subprocess.Popen([sys.executable, "-m", "trainer.sweep", "--space", space, "--trials", str(args.trials),
+    return subprocess.Popen([sys.executable, "-m", "trainer.sweep", "--space", space, "--trials", str(args.join_trials),
                              "--output-dir", out, "--pruner", "none", "--", *_fixed(args)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
@@ -91,7 +92,7 @@ def join(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     space = os.path.join(tmp, "space.json")
     with open(space, "w") as f:
         json.dump(SPACE, f)
-    result: dict[str, Any] = {"trials": args.trials}
+    result: dict[str, Any] = {"trials": args.join_trials}
     for n in (1, 2):
         out = os.path.join(tmp, f"join{n}")
         os.makedirs(out)
@@ -115,6 +116,7 @@ def kd(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     """A distillation sweep over alpha and T with one shared cache: the teacher's share of the forwards."""
     from trainer.commands.train import main_cls
 
+    args = argparse.Namespace(**{**vars(args), "epochs": args.kd_epochs})
     teacher = os.path.join(tmp, "teacher")
     with contextlib.redirect_stdout(io.StringIO()):
         main_cls([*MODEL, "--dataset", args.dataset, "--samples-per-class", str(args.per_class),
@@ -136,7 +138,9 @@ def main() -> None:
     p.add_argument("--what", default="prune,join,kd", help="prune, join, kd (comma-separated)")
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--per-class", type=int, default=100, help="training images per class of every trial")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="epochs of every trial (prune, join)")
+    p.add_argument("--join-trials", type=int, default=8)
+    p.add_argument("--kd-epochs", type=int, default=5, help="epochs of the teacher and of every distillation trial")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     args = p.parse_args()
     args.dataset = os.path.abspath(args.dataset)

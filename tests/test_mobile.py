@@ -86,8 +86,10 @@ def test_a_coreml_package_with_the_wrong_normalisation_fails_its_check(small_run
 def test_executorch_benchmark_runs_at_the_threads_asked(capsys):
     common = ["--model", "vit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "patch_size=8", "depth=1",
               "--batch-size", "4", "--device", "cpu", "--warmup", "1", "--iters", "2", "--threads", "1"]
+    threads = torch.get_num_threads()
     for extra in ([], ["--precision", "int8"]):
         out = benchmark_main([*common, "--runtime", "executorch", *extra])
+        assert torch.get_num_threads() == threads  # a run after it computes as it would have
         assert {"cpu_latency_ms_bs1", "images_per_s", "ms_per_batch", "batch_size"} <= out.keys()
         assert out["images_per_s"] > 0 and out["runtime"] == "executorch" and out["threads"] == 1
     assert "(executorch, int8, 1 threads)" in capsys.readouterr().out

@@ -207,10 +207,15 @@ def test_a_killed_sweep_started_again_resumes_its_trial_from_its_checkpoint(tmp_
 def test_a_second_process_joins_the_study_and_no_trial_runs_twice(tmp_path, toy_dataset, cache_dir):
     out = tmp_path / "s"
     space = _space(tmp_path, {"lr": {"low": 1e-4, "high": 1e-2, "log": True}})
-    fixed = _fixed(toy_dataset, cache_dir, "--epochs", "1")
+    fixed = _fixed(toy_dataset, cache_dir, "--epochs", "2", "--samples-per-class", "60")
     out.mkdir()
     with open(tmp_path / "a.log", "w") as a, open(tmp_path / "b.log", "w") as b:
-        procs = [_launch(space, out, fixed, 4, a), _launch(space, out, fixed, 4, b)]
+        procs = [_launch(space, out, fixed, 4, a)]
+        deadline = time.time() + 120
+        while not (out / "trial-0").is_dir():  # the second joins a study that is under way
+            assert procs[0].poll() is None and time.time() < deadline, (tmp_path / "a.log").read_text()
+            time.sleep(0.1)
+        procs.append(_launch(space, out, fixed, 4, b))
         assert [p.wait(timeout=300) for p in procs] == [0, 0], (tmp_path / "a.log").read_text()
     import optuna
 

@@ -217,11 +217,21 @@ def benchmark(model: torch.nn.Module, view: View, device: torch.device, *, label
     images/s; in PyTorch (fp32/fp16/bf16), ONNX Runtime or ExecuTorch (fp32/int8, on the CPU; see benchmark_device),
     with `threads` CPU threads (default: torch's). progress: a line before each timing (a large model on a CPU takes
     minutes)."""
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:  # the caller's thread count comes back: a run after this one computes as it would have
+        return _benchmark(model, view, device, label, runtime, precision, batch_size, channels_last, compile, warmup,
+                          iters, latency, dataset, eval_split, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _benchmark(model: torch.nn.Module, view: View, device: torch.device, label: str, runtime: str, precision: str,
+               batch_size: int, channels_last: bool, compile: bool, warmup: int, iters: int, latency: bool,
+               dataset: Optional[str], eval_split: str, progress: bool) -> dict[str, Any]:
     say = (lambda line: print(f"benchmark: {line}", flush=True)) if progress else (lambda line: None)
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
     out: dict[str, Any] = {"model": label, "img_size": view.size, "num_params": count_params(model), "runtime": runtime,
            "precision": precision, "device": device.type, "channels_last": channels_last, "compile": compile,
            "threads": torch.get_num_threads()}
