@@ -8,7 +8,7 @@ import contextlib
 import io
 import json
 import platform
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -163,8 +163,7 @@ class CoreMLFormat(ExportFormat):
 
         return run
 
-    def checks(self, path: str, spec: dict[str, Any], model: torch.nn.Module,
-               batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    def checks(self, path: str, spec: dict[str, Any]) -> dict[str, Any]:
         """The saved program read back: an RGB image input of the model's size, a label and probabilities out, the
         run's class names in its classify op, the scale and bias its first ops apply (against the model's
         normalisation on every 8-bit value), the spec in its metadata, and its int8 weights where quantised."""

@@ -82,7 +82,6 @@ class ExportFormat:
         """The file loaded in its own runtime on this machine; None where the runtime cannot run here."""
         raise NotImplementedError
 
-    def checks(self, path: str, spec: dict[str, Any], model: torch.nn.Module,
-               batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    def checks(self, path: str, spec: dict[str, Any]) -> dict[str, Any]:
         """What can be checked of the file without running it (a format that runs here needs none)."""
         return {}
