@@ -73,7 +73,7 @@ def phone(args: argparse.Namespace) -> dict[str, object]:
     """Batch-1 latency at a phone's thread counts: each file exported once, the ways interleaved, medians."""
     from trainer.deploy.executorch import EXECUTORCH, set_threads
     from trainer.deploy.onnx import ONNX
-    from trainer.deploy.timing import cpu_latency_ms, onnx_file, pte_file, runner_seconds
+    from trainer.deploy.timing import cpu_latency_ms, exported_file, runner_seconds
     from trainer.models import create_model, input_view
 
     model, _ = create_model(args.model, 10)
@@ -87,8 +87,8 @@ def phone(args: argparse.Namespace) -> dict[str, object]:
             folder = os.path.join(tmp, name)
             os.makedirs(folder)
             say(args, f"exporting {args.model} to ONNX and ExecuTorch ({name})")
-            files[f"ort_{name}"] = onnx_file(model, view, folder, int8)
-            files[f"et_{name}"] = pte_file(model, view, folder, int8)
+            files[f"ort_{name}"] = exported_file(ONNX, model, view, folder, int8)
+            files[f"et_{name}"] = exported_file(EXECUTORCH, model, view, folder, int8)
         for threads in args.threads:
             runners = {way: (ONNX if way.startswith("ort") else EXECUTORCH).runner(path, threads)
                        for way, path in files.items()}

@@ -143,6 +143,9 @@ def main() -> None:
     p.add_argument("--kd-epochs", type=int, default=5, help="epochs of the teacher and of every distillation trial")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     args = p.parse_args()
+    from trainer.errors import quiet_libraries
+
+    quiet_libraries()
     args.dataset = os.path.abspath(args.dataset)
     parts = {"prune": prune, "join": join, "kd": kd}
     result: dict[str, Any] = {"benchmark": "sweep", "cores": os.cpu_count(), "per_class": args.per_class,

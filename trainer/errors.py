@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -65,6 +66,9 @@ def quiet_libraries() -> None:
     # coremltools: its notices that Core ML's runtime is macOS-only and that this torch is newer than it tested.
     for name in ("datasets", "huggingface_hub", "timm", "torch.utils._pytree", "coremltools"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Optuna's notices that heartbeats and trial retries are experimental (stable in use since Optuna 2.8): a filter
+    # by message, since its warning class would import optuna, and for the process, since the heartbeat thread warns.
+    warnings.filterwarnings("ignore", message=r".*experimental.* The interface can change in the future")
     if "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].utils.logging.set_verbosity_error()
     if "datasets" in sys.modules:

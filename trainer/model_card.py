@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .data.loading import held_out_percent
 from .run_files import CARD_FILE, CURVES_FILE, atomic_write
 from .run_records import RunConfig, RunSummary
 
@@ -106,7 +107,8 @@ def model_card(config: RunConfig, summary: RunSummary, folder: str, repo_id: Opt
     dataset = hub_dataset(t.dataset)
     base, license_ = base_weights(config, summary)
     name = repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.normpath(folder))
-    split = t.train_split if t.val_split_percent is not None or t.eval_split == t.train_split else t.eval_split
+    held = held_out_percent(t.train_split, t.eval_split, t.val_split_percent) is not None
+    split = t.train_split if held else t.eval_split
     metric = EvalResult(task_type="image-classification", dataset_type=dataset or "local", dataset_name=dataset or
                         os.path.basename(os.path.normpath(t.dataset)), dataset_split=split, metric_type="accuracy",
                         metric_value=summary.eval_top1, metric_name=f"top-1 on {summary.num_eval} eval images")

@@ -42,12 +42,12 @@ def build_parser() -> OneLineParser:
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Export, check, print one JSON line; exit 1 when the export disagrees with PyTorch."""
     args = build_parser().parse_args(argv)
-    from ..deploy.export import export_run
+    from ..deploy.export import export_format, export_run
     from ..deploy.formats import MAX_DISAGREEMENT
 
     out = export_run(args.run, args.output, args.int8, args.batch_size, args.cache_dir, args.max_samples,
                      args.format, args.calibration_images)
-    fmt, name = args.format, {"onnx": "ONNX Runtime", "executorch": "ExecuTorch", "coreml": "Core ML"}[args.format]
+    fmt, name = args.format, export_format(args.format).title
     files = out[fmt] + (f" and {out[fmt + '_int8']}" if f"{fmt}_int8" in out else "")
     if out.get("predictions_run", True):
         int8 = (f", int8 {out['top1_int8']:.4f} (agreement {out['agreement_int8']:.4f})" if f"{fmt}_int8" in out

@@ -174,6 +174,13 @@ def _open_splits(dataset: str, splits: Sequence[tuple[str, str]], image_column: 
     return sources
 
 
+def held_out_percent(train_split: str, eval_split: str, val_split_percent: Optional[float]) -> Optional[float]:
+    """The percent of the train split held out as the eval images, or None where the eval images are another split."""
+    if val_split_percent is not None or eval_split == train_split:
+        return val_split_percent or DEFAULT_VAL_SPLIT_PERCENT
+    return None
+
+
 def load_data(dataset: str, train_split: str = "train", eval_split: str = "test", *,
               image_column: Optional[str] = None, label_column: Optional[str] = None,
               samples_per_class: Optional[int] = None, eval_samples_per_class: Optional[int] = None,
@@ -184,8 +191,8 @@ def load_data(dataset: str, train_split: str = "train", eval_split: str = "test"
     val_split_percent is given, or the eval split is the train split, the eval images are that percent (default
     DEFAULT_VAL_SPLIT_PERCENT) of the train split held out per class, and the training images are chosen from the rest."""
     note = ""
-    if val_split_percent is not None or eval_split == train_split:
-        percent = val_split_percent or DEFAULT_VAL_SPLIT_PERCENT
+    percent = held_out_percent(train_split, eval_split, val_split_percent)
+    if percent is not None:
         (whole,) = _open_splits(dataset, [(train_split, "--train-split")], image_column, label_column, dataset_config)
         held, rest = hold_out(whole.labels, percent, seed, whole.names)
         train, test = dataclasses.replace(whole, pool=rest), dataclasses.replace(whole, pool=held)

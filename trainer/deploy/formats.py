@@ -46,7 +46,7 @@ class ExportFormat:
     file = ""  # its name in the run folder
     is_folder = False  # a Core ML .mlpackage is a folder
     log_probs = False  # the runner answers log-probabilities (a classifier), not logits
-    calibrated = False  # --int8 needs training images
+    calibrated = False  # --int8 needs training images, and quantises the model (not the fp32 file)
     int8_how = ""  # what --int8 does, in words (the parity JSON's `int8`)
     extra = ""  # the setup.cfg extra with its packages
     packages: tuple[str, ...] = ()  # module names the format needs

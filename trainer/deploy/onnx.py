@@ -73,11 +73,6 @@ def int8_path(path: str) -> str:
     return ONNX.int8_path(path)
 
 
-def require_deploy() -> None:
-    """One line naming what to install when the [deploy] extra is missing."""
-    ONNX.require()
-
-
 class OnnxFormat(ExportFormat):
     """`--format onnx`: model.onnx for ONNX Runtime (any batch size), model.int8.onnx with --int8."""
 

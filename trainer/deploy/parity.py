@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data.augment import View, preprocess
-from ..data.loading import DEFAULT_VAL_SPLIT_PERCENT, SplitData, default_cache_dir, load_train_sample
+from ..data.loading import SplitData, default_cache_dir, held_out_percent, load_train_sample
 from ..data.placement import place_splits
 from ..run_records import RunConfig
 from .formats import Runner
@@ -65,8 +65,7 @@ def calibration_sample(cfg: RunConfig, images: int, cache_dir: str | None = None
     per_class = max(1, math.ceil(images / cfg.num_classes))
     if t.samples_per_class is not None:  # no further than the images it trained on
         per_class = min(per_class, t.samples_per_class)
-    held_out = t.val_split_percent is not None or t.eval_split == t.train_split
-    percent = (t.val_split_percent or DEFAULT_VAL_SPLIT_PERCENT) if held_out else None
+    percent = held_out_percent(t.train_split, t.eval_split, t.val_split_percent)
     split = load_train_sample(t.dataset, t.train_split, per_class=per_class, seed=t.seed,
                               image_column=t.image_column, label_column=t.label_column, crop=cfg.view.eval_crop,
                               cache_dir=cache_dir or default_cache_dir(), dataset_config=t.dataset_config,

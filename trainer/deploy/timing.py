@@ -19,8 +19,8 @@ from ..data.placement import place_splits
 from ..errors import UsageError
 from ..models import count_params, create_model, input_view, load_trained, num_classes
 from .executorch import EXECUTORCH
-from .formats import Runner, input_spec
-from .onnx import ONNX_FILE, export_onnx, int8_path, ort_session, quantize_int8, require_deploy, run_session
+from .formats import ExportFormat, Runner, input_spec
+from .onnx import ONNX, ort_session, run_session
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -67,14 +67,19 @@ def throughput(model: torch.nn.Module, img_size: int, batch_size: int, device: t
             batch_size //= 2
 
 
-def onnx_file(model: torch.nn.Module, view: View, folder: str, int8: bool) -> str:
-    """The model exported to ONNX in folder (and quantised to int8 if asked), as trainer.export writes it."""
-    path = os.path.join(folder, ONNX_FILE)
-    export_onnx(model, input_spec(view, [str(k) for k in range(num_classes(model))]), path)
-    if int8:
-        quantize_int8(path, int8_path(path))
-        path = int8_path(path)
-    return path
+def exported_file(fmt: ExportFormat, model: torch.nn.Module, view: View, folder: str, int8: bool) -> str:
+    """The model as fmt's file in folder, as trainer.export writes it, or its int8 copy (calibrated on a few random
+    images where the format calibrates: that sets the scales, not the arithmetic that is timed)."""
+    fmt.require()
+    spec = fmt.spec_for(input_spec(view, [str(k) for k in range(num_classes(model))]))
+    path = os.path.join(folder, fmt.file)
+    if not (int8 and fmt.calibrated):  # a calibrated format quantises the model, the others quantise the fp32 file
+        fmt.write(model, spec, path)
+    if not int8:
+        return path
+    noise = lambda: [torch.randn(8, 3, view.size, view.size, generator=torch.Generator().manual_seed(0))]  # noqa: E731
+    fmt.write_int8(model, spec, path, fmt.int8_path(path), noise)
+    return fmt.int8_path(path)
 
 
 def ort_seconds(session: Any, img_size: int, batch_size: int, warmup: int, iters: int) -> float:
@@ -93,25 +98,11 @@ def runner_seconds(run: Runner, img_size: int, batch_size: int, warmup: int, ite
     return (time.perf_counter() - start) / iters
 
 
-def pte_file(model: torch.nn.Module, view: View, folder: str, int8: bool) -> str:
-    """The model as an ExecuTorch program in folder, as trainer.export writes it (int8: calibrated on a few random
-    images, which sets the scales but not the arithmetic that is timed)."""
-    EXECUTORCH.require()
-    spec = EXECUTORCH.spec_for(input_spec(view, [str(k) for k in range(num_classes(model))]))
-    path = os.path.join(folder, EXECUTORCH.file)
-    if not int8:
-        EXECUTORCH.write(model, spec, path)
-        return path
-    noise = lambda: [torch.randn(8, 3, view.size, view.size, generator=torch.Generator().manual_seed(0))]  # noqa: E731
-    EXECUTORCH.write_int8(model, spec, path, EXECUTORCH.int8_path(path), noise)
-    return EXECUTORCH.int8_path(path)
-
-
 def et_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: bool, warmup: int, iters: int,
                  latency: bool, threads: int) -> dict[str, Any]:
     """Batched throughput and batch-1 latency through ExecuTorch's runtime (XNNPACK) on the CPU with `threads`."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = EXECUTORCH.runner(pte_file(model.float().eval(), view, tmp, int8), threads)
+        run = EXECUTORCH.runner(exported_file(EXECUTORCH, model.float().eval(), view, tmp, int8), threads)
         assert run is not None
         out: dict[str, Any] = {}
         if latency:
@@ -124,9 +115,8 @@ def ort_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: boo
                   latency: bool, threads: int) -> dict[str, Any]:
     """The PyTorch runtime's figures (batched throughput, batch-1 latency) through ONNX Runtime on the CPU,
     with `threads` (torch's own count by default), so that the two compare by one method."""
-    require_deploy()
     with tempfile.TemporaryDirectory() as tmp:
-        session = ort_session(onnx_file(model.float().eval(), view, tmp, int8), threads)
+        session = ort_session(exported_file(ONNX, model.float().eval(), view, tmp, int8), threads)
         out: dict[str, Any] = {}
         if latency:
             out["cpu_latency_ms_bs1"] = ort_seconds(session, view.size, 1, min(warmup, 5), iters) * 1e3

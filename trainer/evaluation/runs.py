@@ -7,7 +7,7 @@ from typing import Any, Optional
 import torch
 
 from ..argparsing import RUNS_OWN
-from ..data.loading import DEFAULT_VAL_SPLIT_PERCENT, SplitData, default_cache_dir, load_eval_split
+from ..data.loading import SplitData, default_cache_dir, held_out_percent, load_eval_split
 from ..data.placement import place_splits
 from ..data.sources import mapped_labels
 from ..distributed import make_accelerator
@@ -29,13 +29,13 @@ def eval_split_for(cfg: RunConfig, *, dataset: Optional[str] = None, dataset_con
     or split the whole of it, unless eval_samples_per_class says otherwise (None: all)."""
     trained = cfg.training
     dataset, split_name = dataset or trained.dataset, eval_split or trained.eval_split
-    held_out = trained.val_split_percent is not None or trained.eval_split == trained.train_split
+    percent = held_out_percent(trained.train_split, trained.eval_split, trained.val_split_percent)
     # A run whose eval images were a part of its train split held out is evaluated on that same part (never on an
     # image it trained on); any other split is another's, taken whole.
-    held = held_out and dataset == trained.dataset and eval_split in (None, trained.train_split)
+    held = percent is not None and dataset == trained.dataset and eval_split in (None, trained.train_split)
     if held:
         split_name = trained.train_split
-    own = held or (not held_out and (dataset, split_name) == (trained.dataset, trained.eval_split))
+    own = held or (percent is None and (dataset, split_name) == (trained.dataset, trained.eval_split))
     if eval_samples_per_class == RUNS_OWN:
         eval_samples_per_class = trained.eval_samples_per_class if own else None
     split, names = load_eval_split(
@@ -44,7 +44,7 @@ def eval_split_for(cfg: RunConfig, *, dataset: Optional[str] = None, dataset_con
         seed=seed if seed is not None else trained.seed, crop=cfg.view.eval_crop,
         cache_dir=cache_dir or default_cache_dir(), dataset_config=dataset_config or trained.dataset_config,
         skip_bad=skip_bad_images or trained.skip_bad_images,
-        held_out_percent=(trained.val_split_percent or DEFAULT_VAL_SPLIT_PERCENT) if held else None)
+        held_out_percent=percent if held else None)
     if len(names) != cfg.num_classes:
         raise UsageError(f"--run predicts {cfg.num_classes} classes, the dataset has {len(names)}: evaluate on the "
                          "dataset the run was trained on")

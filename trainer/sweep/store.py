@@ -7,7 +7,6 @@ import os
 import random
 import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -42,7 +41,6 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
     """The Optuna storage: SQLite in output_dir by default, an RDB URL (heartbeats on, a trial of a dead process
     retried with its parameters), or journal:PATH (Optuna's journal file, for a shared filesystem without a
     database); UsageError where it cannot be reached."""
-    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
@@ -54,7 +52,6 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
                 raise OSError(f"no folder {os.path.dirname(os.path.abspath(path))}")
             return JournalStorage(JournalFileBackend(path))
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats and retries: stable since 2.8
         for attempt in range(10):
             try:
                 return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
