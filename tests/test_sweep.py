@@ -92,6 +92,21 @@ def test_the_pruner_stops_poor_trials_and_a_diverged_trial_fails_while_the_sweep
                                               "eval_top1 0.9000 with lr 0.001")
 
 
+def test_a_retried_trial_resumes_its_folder_only_where_this_machine_has_it(tmp_path, toy_dataset, cache_dir):
+    from types import SimpleNamespace
+
+    from trainer.sweep.engine import run_dir
+
+    args = _sweep_args(tmp_path, toy_dataset, cache_dir, {"lr": {"choices": [0.001]}}, 1)
+    here = tmp_path / "sweep" / "trial-2"
+    here.mkdir(parents=True)
+    assert run_dir(args, SimpleNamespace(number=7, user_attrs={"run_dir": str(here)})) == str(here)
+    # Retried from a machine whose disk this one does not share: a fresh start in this sweep's own folder.
+    gone = SimpleNamespace(number=7, user_attrs={"run_dir": "/nonexistent/other-machine/trial-2"})
+    assert run_dir(args, gone) == os.path.join(args.output_dir, "trial-7")
+    assert run_dir(args, SimpleNamespace(number=3, user_attrs={})) == os.path.join(args.output_dir, "trial-3")
+
+
 def test_a_trial_with_bad_arguments_stops_the_sweep_with_its_line(tmp_path, toy_dataset, cache_dir, capsys,
                                                                  monkeypatch):
     from trainer.errors import UsageError
@@ -168,6 +183,27 @@ def test_a_real_sweep_reports_what_its_runs_measured(tmp_path, toy_dataset, cach
         assert t["value"] == summary["final"]["eval_top1"] and t["epochs"] == evals and len(evals) == 2
         assert cfg["lr"] == t["params"]["lr"] and t["run_dir"] == str(out / f"trial-{t['number']}")
     assert json.loads((out / "sweep.json").read_text()) == record
+
+
+@pytest.mark.slow
+def test_a_sweep_that_ends_beside_another_process_trial_says_it_is_still_running(tmp_path, toy_dataset, cache_dir,
+                                                                                 capsys):
+    import optuna
+
+    from trainer.sweep.store import storage_for
+
+    out = tmp_path / "s"
+    out.mkdir()
+    args = ["--space", _space(tmp_path, {"lr": {"choices": [0.002]}}), "--trials", "2", "--output-dir", str(out),
+            "--pruner", "none", "--", *_fixed(toy_dataset, cache_dir, "--epochs", "1")]
+    sweep_main(args[:3] + ["1"] + args[4:])  # the study, with this space
+    running = optuna.load_study(study_name="sweep", storage=storage_for(None, str(out))).ask()  # a live process's
+    running.set_user_attr("pid", os.getpid())
+    capsys.readouterr()
+    record = sweep_main(args)
+    said = capsys.readouterr().out
+    assert record["states"] == {"COMPLETE": 1, "PRUNED": 0, "FAIL": 0, "RUNNING": 1}  # it did not wait, nor run a third
+    assert "1 trial(s) still running in other processes of the study" in said
 
 
 def _launch(space, out, fixed, trials, log):

@@ -49,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from ..sweep.engine import check_args, run_sweep
     from ..sweep.report import SWEEP_JSON, write_report
     from ..sweep.space import corners, read_space
-    from ..sweep.store import SweepArgs
+    from ..sweep.store import GRACE_S, SweepArgs
     from ..train_args import parse_args
 
     kd = any(a == "--teacher" or a.startswith("--teacher=") for a in fixed)
@@ -74,5 +74,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         f"; best trial {best['number']}: {args.metric} {best['value']:.4f} with {best['params']}" if best else "")
         + f"; {args.output_dir}/{SWEEP_JSON}, sweep.md", flush=True)
     out = {"best": best, "states": record["states"], "teacher_forwards": record["teacher_forwards"]}
+    if record["states"].get("RUNNING"):
+        print(f"sweep: {record['states']['RUNNING']} trial(s) still running in other processes of the study: where "
+              "such a process is gone, a sweep started again on its machine retries its trial at once (and, with "
+              f"SQLite or a database storage, so does any sweep process that starts a trial {GRACE_S} s after the "
+              "trial's last heartbeat)", flush=True)
     print(json.dumps(out), flush=True)
     return record

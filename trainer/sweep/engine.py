@@ -18,8 +18,11 @@ TEACHER_CACHE = "teacher-cache"
 
 def run_dir(args: SweepArgs, trial: Any) -> str:
     """DIR/trial-N; a retried trial continues in the folder of the trial it retries (Optuna's retry copies the
-    original's user attributes, run_dir among them)."""
-    return trial.user_attrs.get("run_dir") or os.path.join(args.output_dir, f"trial-{trial.number}")
+    original's user attributes, run_dir among them) where this machine can reach it, else starts over in its own."""
+    retried = trial.user_attrs.get("run_dir")
+    if retried and os.path.isdir(retried):  # a dead machine's folder on its own disk is not here
+        return retried
+    return os.path.join(args.output_dir, f"trial-{trial.number}")
 
 
 def trial_argv(args: SweepArgs, values: dict[str, Any], folder: str) -> list[str]:
