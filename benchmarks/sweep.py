@@ -1,7 +1,7 @@
 """Sweeps on the CIFAR-10 copy with the small ViT (32 px, patch 4, depth 4): what pruning saves, what a second
-process adds, and what a shared teacher cache saves a distillation sweep (--what prune|join|kd|all).
+process adds, and what a shared teacher cache saves a distillation sweep (--what prune,join,kd; rdb with a database).
 
-    python benchmarks/sweep.py --dataset ../shared/data/cifar10 [--what all] [--json]
+    python benchmarks/sweep.py --dataset ../shared/data/cifar10 [--what prune,join,kd] [--storage URL --what rdb] [--json]
 
 - prune: a --trials lr x weight-decay sweep with the median pruner, then the same trials (their parameters
   enqueued) with no pruner: wall time ratio, trials pruned, whether the best trial is the same.
@@ -10,6 +10,9 @@ process adds, and what a shared teacher cache saves a distillation sweep (--what
 - kd: a 6-trial sweep over kd_alpha and kd_temperature with one shared teacher cache, --kd-epochs each (the
   mission's 5): the teacher forwards the sweep paid against what online teachers pay (every training image, every
   epoch, every trial): teacher_share (<= 0.1).
+- rdb (needs --storage URL, PostgreSQL or MySQL): two processes on one database study, each with its own folder (two
+  machines without a shared disk); one is SIGKILLed during its first trial: the other finishes the --join-trials, the
+  dead trial retried with its parameters once its heartbeat is stale.
 The last stdout line is one JSON object.
 """
 from __future__ import annotations
@@ -19,11 +22,13 @@ import contextlib
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -78,11 +83,12 @@ def prune(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
             "best_value_pruned": pruned.best_value, "best_value_unpruned": full.best_value}
 
 
-def _process(args: argparse.Namespace, out: str, space: str, threads: int, log: Any) -> subprocess.Popen:
+def _process(args: argparse.Namespace, out: str, space: str, threads: int, log: Any, extra: Sequence[str] = (),
+             new_session: bool = False) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     return subprocess.Popen([sys.executable, "-m", "trainer.sweep", "--space", space, "--trials", str(args.join_trials),
-                             "--output-dir", out, "--pruner", "none", "--", *_fixed(args)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+                             "--output-dir", out, "--pruner", "none", *extra, "--", *_fixed(args)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=new_session)
 
 
 def join(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
@@ -112,6 +118,51 @@ def join(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     return result
 
 
+def rdb(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    """Two sweep processes on one database study, each with a folder of its own (two machines without a shared
+    disk); one is SIGKILLed during its first trial and its folder removed (the machine is gone): the other finishes the
+    study, its trial retried once the heartbeat is stale."""
+    import optuna
+
+    if not args.storage:
+        raise SystemExit("--what rdb needs --storage URL (e.g. postgresql://user@host/db)")
+    space = os.path.join(tmp, "space.json")
+    with open(space, "w") as f:
+        json.dump(SPACE, f)
+    name, outs = f"bench-{int(time.time())}", [os.path.join(tmp, "rdb-a"), os.path.join(tmp, "rdb-b")]
+    extra = ["--storage", args.storage, "--study-name", name]
+    start = time.perf_counter()
+    with open(os.path.join(tmp, "rdb-a.log"), "w") as log_a, open(os.path.join(tmp, "rdb-b.log"), "w") as log_b:
+        doomed = _process(args, outs[0], space, 1, log_a, extra, new_session=True)
+        deadline = time.time() + 300
+        while not os.path.isfile(os.path.join(outs[0], "trial-0", "metrics.jsonl")):  # a trial under way
+            if doomed.poll() is not None or time.time() > deadline:
+                raise SystemExit(open(os.path.join(tmp, "rdb-a.log")).read())
+            time.sleep(0.2)
+        survivor = _process(args, outs[1], space, 1, log_b, extra)
+        time.sleep(5)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        killed_at = time.time()
+        doomed.wait()
+        shutil.rmtree(outs[0])
+        code = survivor.wait()
+    seconds = time.perf_counter() - start
+    trials = optuna.load_study(study_name=name, storage=args.storage).trials
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") in {f.number for f in failed}]
+    return {"trials": args.join_trials, "seconds": round(seconds, 1), "survivor_exit_code": code,
+            "states": {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
+            "killed_trials": [f.number for f in failed],
+            "retried_as": [t.number for t in retries],
+            "retry_same_params": bool(retries) and all(
+                t.params == next(f.params for f in failed if f.number == t.system_attrs["failed_trial"])
+                for t in retries),
+            "retry_started_s_after_kill": [round(t.datetime_start.timestamp() - killed_at, 1) for t in retries
+                                           if t.datetime_start is not None],
+            "retry_run_dirs_here": all(str(t.user_attrs.get("run_dir", "")).startswith(outs[1]) for t in retries),
+            "no_trial_twice": len({t.number for t in trials}) == len(trials)}
+
+
 def kd(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     """A distillation sweep over alpha and T with one shared cache: the teacher's share of the forwards."""
     from trainer.commands.train import main_cls
@@ -135,7 +186,8 @@ def kd(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="../shared/data/cifar10")
-    p.add_argument("--what", default="prune,join,kd", help="prune, join, kd (comma-separated)")
+    p.add_argument("--what", default="prune,join,kd", help="prune, join, kd, rdb (comma-separated)")
+    p.add_argument("--storage", default=None, help="rdb: the database URL both processes share")
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--per-class", type=int, default=100, help="training images per class of every trial")
     p.add_argument("--epochs", type=int, default=3, help="epochs of every trial (prune, join)")
@@ -147,7 +199,7 @@ def main() -> None:
 
     quiet_libraries()
     args.dataset = os.path.abspath(args.dataset)
-    parts = {"prune": prune, "join": join, "kd": kd}
+    parts = {"prune": prune, "join": join, "kd": kd, "rdb": rdb}
     result: dict[str, Any] = {"benchmark": "sweep", "cores": os.cpu_count(), "per_class": args.per_class,
                               "epochs": args.epochs}
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,6 +62,9 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
                     raise
                 time.sleep(0.2 + random.random())
         raise AssertionError("unreachable")
+    except ImportError:  # Optuna's words for SQLAlchemy's missing driver
+        raise UsageError(f"--storage {url}: its database driver is not installed: pip install psycopg2-binary for "
+                         "postgresql://, pymysql for mysql+pymysql://") from None
     except Exception as err:
         line = next((t.strip() for t in str(err).splitlines() if t.strip()), type(err).__name__)
         raise UsageError(f"--storage {url} cannot be reached ({type(err).__name__}: {line[:200]}): start the "
