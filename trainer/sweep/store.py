@@ -16,6 +16,8 @@ from .space import Dimension
 
 PRUNERS = ("median", "hyperband", "none")
 DB_FILE = "sweep.db"
+# The pip name of each SQLAlchemy driver a database URL may need (postgresql:// is psycopg 3 in SQLAlchemy 2.1).
+DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql", "MySQLdb": "mysqlclient"}
 HEARTBEAT_S, GRACE_S = 20, 60  # a trial whose process stopped beating for a minute is retried elsewhere
 
 
@@ -62,9 +64,10 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
                     raise
                 time.sleep(0.2 + random.random())
         raise AssertionError("unreachable")
-    except ImportError:  # Optuna's words for SQLAlchemy's missing driver
-        raise UsageError(f"--storage {url}: its database driver is not installed: pip install psycopg2-binary for "
-                         "postgresql://, pymysql for mysql+pymysql://") from None
+    except ImportError as err:  # Optuna's words for SQLAlchemy's missing driver, the driver's name in its cause
+        module = getattr(err.__cause__, "name", None) or "its driver"
+        raise UsageError(f"--storage {url}: the database driver {module} is not installed: pip install "
+                         f"{DRIVERS.get(module, module)}") from None
     except Exception as err:
         line = next((t.strip() for t in str(err).splitlines() if t.strip()), type(err).__name__)
         raise UsageError(f"--storage {url} cannot be reached ({type(err).__name__}: {line[:200]}): start the "
