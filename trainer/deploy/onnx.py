@@ -68,11 +68,6 @@ def run_session(session: Any, x: np.ndarray) -> np.ndarray:
     return session.run([session.get_outputs()[0].name], {session.get_inputs()[0].name: x})[0]
 
 
-def int8_path(path: str) -> str:
-    """Where the int8 copy of an ONNX file goes (model.onnx -> model.int8.onnx)."""
-    return ONNX.int8_path(path)
-
-
 class OnnxFormat(ExportFormat):
     """`--format onnx`: model.onnx for ONNX Runtime (any batch size), model.int8.onnx with --int8."""
 
