@@ -8,7 +8,6 @@ import math
 from dataclasses import dataclass
 import torch
 
-MODES = ("pixel", "rand", "const")
 _MIN_AREA, _MAX_AREA, _MIN_ASPECT = 0.02, 1 / 3, 0.3  # timm's RandomErasing defaults
 _TRIES = 10
 _M32 = 0xFFFFFFFF

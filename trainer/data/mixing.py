@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 
-MODES = ("batch", "pair", "elem")
 
 
 @dataclass(frozen=True)
