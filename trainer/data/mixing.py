@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 
 
-
 @dataclass(frozen=True)
 class MixSettings:
     """--mixup, --cutmix, --cutmix-minmax, --mixup-prob, --mixup-switch-prob, --mixup-mode (timm's meanings)."""
