@@ -82,3 +82,28 @@ def test_input_view_follows_img_size_and_timm_config():
     view = input_view(model)
     assert view.size == 32 and view.mean == (0.5, 0.5, 0.5) and view.interpolation == "bicubic"
     assert "from scratch" in note
+
+
+def test_explicit_attention_computes_the_same_and_gives_each_setting_back():
+    from trainer.models import explicit_attention
+
+    model = timm.create_model(ARCH, num_classes=10, img_size=32, **SMALL_VIT_KWARGS).eval()
+    attns = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    attns[0].fused_attn = False  # one already explicit: it stays so after
+    before = [m.fused_attn for m in attns]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fused = model(x)
+        with pytest.raises(RuntimeError), explicit_attention(model):
+            assert not any(m.fused_attn for m in attns)
+            torch.testing.assert_close(model(x), fused, atol=1e-5, rtol=1e-4)
+            raise RuntimeError("a tracer failed")
+    assert [m.fused_attn for m in attns] == before and len(attns) == SMALL_VIT_KWARGS["depth"]
+
+
+def test_first_line_quotes_an_error_in_one_line_even_without_a_message():
+    from trainer.errors import first_line
+
+    assert first_line(ValueError("\n  bad value  \nmore")) == "bad value"
+    assert first_line(KeyError()) == "KeyError" and first_line(OSError("")) == "OSError"
+    assert first_line(ValueError("x" * 50), 10) == "xxxxxxx..."

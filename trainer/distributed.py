@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator, PartialState
 import accelerate.utils
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def make_accelerator(mixed_precision: Optional[str] = None, report_to: str = "no
         return Accelerator(cpu=not has_gpu(), mixed_precision=mixed_precision, log_with=log_with or None,
                            project_dir=project_dir)
     except (ValueError, ImportError) as err:
-        raise UsageError(f"accelerate refused the set-up ({str(err).splitlines()[0][:200]}): "
+        raise UsageError(f"accelerate refused the set-up ({first_line(err)}): "
                          "check --mixed-precision and --report-to for this machine") from None
 
 

@@ -44,6 +44,13 @@ class StoppedEarly(Exception):
         self.signame = signame
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An error's first non-empty line, at most `limit` characters (its type's name where it has no message): what a
+    one-line report quotes of a library's error."""
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def is_main_rank() -> bool:
     """True on the process that speaks for all (rank 0), before and after the process group exists."""
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"

@@ -5,15 +5,16 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import timm
 import torch
 from torch import nn
 
 from .data.augment import View
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .run_files import read_weight_shapes, resolve_run
 from .run_records import RunConfig
 
@@ -65,7 +66,7 @@ def _unbuildable(name: str, err: BaseException, kwargs: dict) -> UsageError:
 
 def _hub_unreachable(name: str, err: BaseException) -> UsageError:
     return UsageError(f"could not get pretrained weights for '{name}' from the Hugging Face Hub "
-                      f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); offline, "
+                      f"({type(err).__name__}: {first_line(err, 160)}); offline, "
                       "download the weights elsewhere and pass --pretrained-file FILE")
 
 
@@ -174,7 +175,7 @@ def _from_file(name: str, num_classes: int, path: str, kwargs: dict) -> tuple[nn
         model = _timm_create(name, kwargs, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay)
     except Exception as err:
         raise UsageError(f"--pretrained-file {path} does not load into '{name}' "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}): pass a file saved from the same "
+                         f"({type(err).__name__}: {first_line(err)}): pass a file saved from the same "
                          "architecture and --model-kwargs") from None
     width = _head_in_features(model)
     note = (f"head: {_linear(width, source)} replaced by {_linear(width, num_classes)}" if source != num_classes
@@ -217,7 +218,7 @@ def load_trained(path: str, what: str = "checkpoint") -> TrainedModel:
                              pretrained_cfg_overlay=overlay)
     except Exception as err:
         raise UsageError(f"{what} {weights} does not match its {os.path.basename(config_path)} "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}): keep the files of one run together"
+                         f"({type(err).__name__}: {first_line(err)}): keep the files of one run together"
                          ) from None
     return TrainedModel(model.eval(), cfg, weights)
 
@@ -245,3 +246,16 @@ def count_params(model: nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
 
+
+@contextmanager
+def explicit_attention(model: nn.Module) -> Iterator[None]:
+    """timm's attention as its explicit matmuls, softmax and scale instead of torch's fused SDPA, for as long as the
+    block runs (tracers and FLOP counters see every product); each module's setting given back after."""
+    fused: list[tuple[Any, bool]] = [(m, bool(m.fused_attn)) for m in model.modules() if hasattr(m, "fused_attn")]
+    for m, _ in fused:
+        m.fused_attn = False
+    try:
+        yield
+    finally:
+        for m, was in fused:
+            m.fused_attn = was

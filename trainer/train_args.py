@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 from .argparsing import OneLineParser
 from .config import Opt, TrainConfig, flag, validate
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .recipes import RECIPES
 
 
@@ -51,7 +51,7 @@ def config_file_values(path: str, kd: bool) -> dict[str, Any]:
         raise UsageError(f"--config {path} cannot be read ({err.strerror}): pass a run's config.json or a YAML "
                          "file") from None
     except yaml.YAMLError as err:
-        raise UsageError(f"--config {path} does not parse ({str(err).splitlines()[0][:120]}): fix it, or pass a run's "
+        raise UsageError(f"--config {path} does not parse ({first_line(err, 120)}): fix it, or pass a run's "
                          "config.json") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path} is not a mapping of options: write one option per line, as `lr: 0.001`")

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..run_files import atomic_write_dir
 from .formats import Calibration, ExportFormat, Runner
 
@@ -121,8 +121,7 @@ class CoreMLFormat(ExportFormat):
         except UsageError:
             raise
         except Exception as err:
-            line = next((t.strip() for t in str(err).splitlines() if t.strip()), type(err).__name__)
-            raise UsageError(f"coremltools cannot convert the model ({type(err).__name__}: {line[:300]}): export "
+            raise UsageError(f"coremltools cannot convert the model ({type(err).__name__}: {first_line(err, 300)}): export "
                              "it with --format onnx") from None
         ml.short_description = f"{len(spec['label_names'])}-class image classifier exported by vit-trainer"
         ml.user_defined_metadata["input_spec"] = json.dumps(spec)

@@ -14,32 +14,14 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
+from ..models import explicit_attention
 from ..run_files import atomic_write
 from .formats import Calibration, ExportFormat, Runner
 
 PTE_FILE = "model.pte"
 MAX_BATCH = 64  # the program takes batches of 1 to this many images
 SPEC_METHOD = "input_spec"  # program.load_method("input_spec").execute([]) -> [the spec as JSON]
-
-
-def _first_line(err: BaseException) -> str:
-    text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-@contextmanager
-def _explicit_attention(model: torch.nn.Module) -> Iterator[None]:
-    """timm's attention as its explicit matmuls, softmax and scale while tracing: XNNPACK has no fused attention, and
-    the decomposition of torch's SDPA leaves mask operators it cannot take, which cut the delegate into pieces."""
-    fused: list[tuple[Any, bool]] = [(m, bool(m.fused_attn)) for m in model.modules() if hasattr(m, "fused_attn")]
-    for m, _ in fused:
-        m.fused_attn = False
-    try:
-        yield
-    finally:
-        for m, was in fused:
-            m.fused_attn = was
 
 
 @contextmanager
@@ -62,14 +44,16 @@ def _export(model: torch.nn.Module, size: int) -> torch.export.ExportedProgram:
     """torch.export with the batch dimension free (1 to MAX_BATCH); UsageError naming what did not trace."""
     example = (torch.zeros(2, 3, size, size),)  # not 1: torch.export would fix a dimension of size 1
     try:
-        with _explicit_attention(model), _tracer_notices_muted():
+        # XNNPACK has no fused attention, and the decomposition of torch's SDPA leaves mask operators it cannot
+        # take, which cut the delegate into pieces.
+        with explicit_attention(model), _tracer_notices_muted():
             return torch.export.export(model, example,
                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},))
     except Exception as err:
         where = next((line.strip() for line in str(err).splitlines() if ", code: " in line), "")
         where = f" at {where}" if where else ""
         raise UsageError(f"the model cannot be traced by torch.export for ExecuTorch ({type(err).__name__}: "
-                         f"{_first_line(err)}{where}): export it with --format onnx, or make its forward "
+                         f"{first_line(err, 300)}{where}): export it with --format onnx, or make its forward "
                          "traceable") from None
 
 
@@ -83,7 +67,7 @@ def _lower(program: torch.export.ExportedProgram, spec: dict[str, Any]) -> bytes
                                            constant_methods={SPEC_METHOD: json.dumps(spec)})
         return bytes(edge.to_executorch().buffer)
     except Exception as err:
-        raise UsageError(f"ExecuTorch cannot lower the model ({type(err).__name__}: {_first_line(err)}): export it "
+        raise UsageError(f"ExecuTorch cannot lower the model ({type(err).__name__}: {first_line(err, 300)}): export it "
                          "with --format onnx") from None
 
 
@@ -143,7 +127,7 @@ def load_program(path: str) -> Any:
         with _runtime_notices_muted():
             return Runtime.get().load_program(path)
     except Exception as err:
-        raise UsageError(f"{path} is not an ExecuTorch program ({_first_line(err)}): export it again with "
+        raise UsageError(f"{path} is not an ExecuTorch program ({first_line(err, 300)}): export it again with "
                          "python -m trainer.export --format executorch") from None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ..errors import UsageError, human_size
+from ..errors import UsageError, first_line, human_size
 from ..model_card import write_card
 from ..run_files import CARD_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, resolve_run
 from ..run_records import RunSummary
@@ -34,7 +34,7 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise UsageError(f"--repo-id {repo_id!r} is not a valid Hub name ({str(err).splitlines()[0][:120]}): pass "
+        raise UsageError(f"--repo-id {repo_id!r} is not a valid Hub name ({first_line(err, 120)}): pass "
                          "USER/NAME") from None
     if repo_id.count("/") != 1:
         raise UsageError(f"--repo-id {repo_id!r} names no owner: pass USER/NAME (or ORG/NAME)")
@@ -65,6 +65,6 @@ def push_run(run: str, repo_id: str, private: bool = False, revision: Optional[s
                                    allow_patterns=[name for name, _ in files],
                                    commit_message=f"vit-trainer: {os.path.basename(os.path.normpath(folder))}")
     except Exception as err:  # the network, the token's rights, the Hub's answer: one line, not a traceback
-        raise UsageError(f"the upload to {repo_id} failed ({type(err).__name__}: {str(err).splitlines()[0][:160]}): "
+        raise UsageError(f"the upload to {repo_id} failed ({type(err).__name__}: {first_line(err, 160)}): "
                          "check the network and that your token may write there") from None
     return {**out, "url": str(url), "commit": getattr(commit, "oid", None)}

@@ -17,7 +17,7 @@ from ..data.augment import View, preprocess
 from ..data.loading import default_cache_dir, load_eval_split
 from ..data.placement import place_splits
 from ..errors import UsageError
-from ..models import count_params, create_model, input_view, load_trained, num_classes
+from ..models import count_params, create_model, explicit_attention, input_view, load_trained, num_classes
 from .executorch import EXECUTORCH
 from .formats import ExportFormat, Runner, input_spec
 from .onnx import ONNX, ort_session, run_session
@@ -128,17 +128,12 @@ def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.d
     """Matmul FLOPs of one training step (forward + backward) per image, for model FLOP utilisation."""
     # torch counts fused attention on CUDA but not its CPU kernel: count timm's explicit-matmul attention
     # instead, so the figure is the same on every device. Norms, softmax and GELU are not counted (MFU convention).
-    fused: list[tuple[Any, bool]] = [(m, bool(m.fused_attn)) for m in model.modules() if hasattr(m, "fused_attn")]
-    for m, _ in fused:
-        m.fused_attn = False
+    x = torch.randn(2, 3, img_size, img_size, device=device)
+    counter = FlopCounterMode(display=False)
     try:
-        x = torch.randn(2, 3, img_size, img_size, device=device)
-        counter = FlopCounterMode(display=False)
-        with counter:
+        with explicit_attention(model), counter:
             model(x).float().sum().backward()
     finally:
-        for m, was in fused:
-            m.fused_attn = was
         model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 2
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from ..config import TrainConfig
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 RANGE_KEYS = {"low", "high", "log", "step"}
 
@@ -60,7 +60,7 @@ def read_space(path: str, kd: bool) -> list[Dimension]:
     except OSError as err:
         raise UsageError(f"--space {path} cannot be read ({err.strerror}): pass a YAML or JSON file") from None
     except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise UsageError(f"--space {path} does not parse ({str(err).splitlines()[0][:120]}): fix it; for example "
+        raise UsageError(f"--space {path} does not parse ({first_line(err, 120)}): fix it; for example "
                          '{"lr": {"low": 1e-4, "high": 1e-2, "log": true}}') from None
     if not isinstance(raw, dict) or not raw:
         raise UsageError(f"--space {path} is not a mapping of options to ranges: write e.g. "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..config import TrainConfig
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from .space import Dimension
 
 PRUNERS = ("median", "hyperband", "none")
@@ -69,8 +69,7 @@ def storage_for(url: Optional[str], output_dir: str) -> Any:
         raise UsageError(f"--storage {url}: the database driver {module} is not installed: pip install "
                          f"{DRIVERS.get(module, module)}") from None
     except Exception as err:
-        line = next((t.strip() for t in str(err).splitlines() if t.strip()), type(err).__name__)
-        raise UsageError(f"--storage {url} cannot be reached ({type(err).__name__}: {line[:200]}): start the "
+        raise UsageError(f"--storage {url} cannot be reached ({type(err).__name__}: {first_line(err)}): start the "
                          "database, fix the URL, or leave --storage out for SQLite in the sweep's folder") from None
 
 

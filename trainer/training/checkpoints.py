@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from ..config import TrainConfig
 from ..distributed import all_succeeded
-from ..errors import UsageError, warn
+from ..errors import UsageError, first_line, warn
 from ..run_files import WriteFailed, write_failed
 
 STATE_FILE = "trainer_state.json"
@@ -133,7 +133,7 @@ def load_checkpoint(accelerator: Accelerator, folder: str) -> dict[str, Any]:
     try:
         accelerator.load_state(folder)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
-        raise UsageError(f"the checkpoint {folder} could not be loaded ({str(err).splitlines()[0][:160]}): pass "
+        raise UsageError(f"the checkpoint {folder} could not be loaded ({first_line(err, 160)}): pass "
                          "--resume-from with an older OUTPUT_DIR/checkpoints/step-N folder") from None
     return state
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..data.plan import steps_per_epoch
-from ..errors import Preempted, UsageError
+from ..errors import Preempted, UsageError, first_line
 from ..evaluation.inference import EvalResult, evaluate_split
 from ..evaluation.per_class import per_class_report
 from ..models import hub_entries
@@ -136,7 +136,7 @@ def start(setup: Setup, task: Task) -> Training:
                                                      for k, v in cfg.to_dict().items()})
         except Exception as err:  # a tracker's own set-up: a server, an account, a backend
             raise UsageError(f"--report-to {cfg.report_to} could not start ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:160] if str(err) else ''}): set the tracker up (its docs) "
+                             f"{first_line(err, 160)}): set the tracker up (its docs) "
                              "or pass --report-to none") from None
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = RunLog(acc, cfg.output_dir, append=bool(setup.resume_checkpoint))

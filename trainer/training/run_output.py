@@ -12,7 +12,7 @@ from ..data.augment import View
 from ..data.loading import DataBundle
 from ..distributed import all_succeeded
 from ..evaluation.predictions import predictions_digest, save_eval_predictions
-from ..errors import warn
+from ..errors import first_line, warn
 from ..evaluation.curves import Curves, plot_curves
 from ..model_card import write_card
 from ..run_files import (CARD_FILE, CONFIG_FILE, CURVES_FILE, EMA_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, WriteFailed,
@@ -70,7 +70,7 @@ def write_curves(output_dir: str, kd_type: Optional[str]) -> Optional[str]:
     try:
         atomic_write(path, draw)
     except Exception as err:  # matplotlib missing, a full disk: the run's own files are written already
-        warn(f"{CURVES_FILE} not written ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
+        warn(f"{CURVES_FILE} not written ({type(err).__name__}: {first_line(err, 120)})")
         return None
     return path
 
@@ -83,5 +83,5 @@ def write_extras(output_dir: str, kd_type: Optional[str], config: RunConfig, sum
         write_card(output_dir, config=config, summary=summary)
         written.append(CARD_FILE)
     except Exception as err:
-        warn(f"{CARD_FILE} (the model card) not written ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+        warn(f"{CARD_FILE} (the model card) not written ({type(err).__name__}: {first_line(err, 120)})")
     return written
