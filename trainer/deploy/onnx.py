@@ -86,8 +86,8 @@ class OnnxFormat(ExportFormat):
         quantize_int8(src, dst)
         return {"int8": self.int8_how}
 
-    def runner(self, path: str, threads: Optional[int] = None) -> Optional[Runner]:
-        """An ONNX Runtime CPU session."""
+    def runner(self, path: str, threads: Optional[int] = None) -> Runner:
+        """An ONNX Runtime CPU session (ONNX Runtime runs everywhere)."""
         session = ort_session(path, threads)
         return lambda x: run_session(session, x)
 

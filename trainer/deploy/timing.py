@@ -20,8 +20,9 @@ from ..errors import UsageError
 from ..models import count_params, create_model, explicit_attention, input_view, load_trained, num_classes
 from .executorch import EXECUTORCH
 from .formats import ExportFormat, Runner, input_spec
-from .onnx import ONNX, ort_session, run_session
+from .onnx import ONNX
 
+RUNTIMES: dict[str, ExportFormat] = {"onnxruntime": ONNX, "executorch": EXECUTORCH}  # --runtime: its file's format
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -82,11 +83,6 @@ def exported_file(fmt: ExportFormat, model: torch.nn.Module, view: View, folder:
     return fmt.int8_path(path)
 
 
-def ort_seconds(session: Any, img_size: int, batch_size: int, warmup: int, iters: int) -> float:
-    """Seconds per batch through an ONNX Runtime session: warm-up calls, then timed calls."""
-    return runner_seconds(lambda x: run_session(session, x), img_size, batch_size, warmup, iters)
-
-
 def runner_seconds(run: Runner, img_size: int, batch_size: int, warmup: int, iters: int) -> float:
     """Seconds per batch through an exported file's runner: warm-up calls, then timed calls."""
     x = np.random.default_rng(0).standard_normal((batch_size, 3, img_size, img_size), dtype=np.float32)
@@ -98,29 +94,17 @@ def runner_seconds(run: Runner, img_size: int, batch_size: int, warmup: int, ite
     return (time.perf_counter() - start) / iters
 
 
-def et_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: bool, warmup: int, iters: int,
-                 latency: bool, threads: int) -> dict[str, Any]:
-    """Batched throughput and batch-1 latency through ExecuTorch's runtime (XNNPACK) on the CPU with `threads`."""
+def exported_benchmark(fmt: ExportFormat, model: torch.nn.Module, view: View, batch_size: int, int8: bool,
+                       warmup: int, iters: int, latency: bool, threads: int) -> dict[str, Any]:
+    """Batched throughput and batch-1 latency of the model exported as fmt's file, in fmt's runtime on the CPU with
+    `threads`, measured as PyTorch's are so that the runtimes compare by one method."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = EXECUTORCH.runner(exported_file(EXECUTORCH, model.float().eval(), view, tmp, int8), threads)
-        assert run is not None
+        run = fmt.runner(exported_file(fmt, model.float().eval(), view, tmp, int8), threads)
+        assert run is not None  # RUNTIMES holds only formats that run here
         out: dict[str, Any] = {}
         if latency:
             out["cpu_latency_ms_bs1"] = runner_seconds(run, view.size, 1, min(warmup, 5), iters) * 1e3
         seconds = runner_seconds(run, view.size, batch_size, warmup, iters)
-    return {**out, "batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
-
-
-def ort_benchmark(model: torch.nn.Module, view: View, batch_size: int, int8: bool, warmup: int, iters: int,
-                  latency: bool, threads: int) -> dict[str, Any]:
-    """The PyTorch runtime's figures (batched throughput, batch-1 latency) through ONNX Runtime on the CPU,
-    with `threads` (torch's own count by default), so that the two compare by one method."""
-    with tempfile.TemporaryDirectory() as tmp:
-        session = ort_session(exported_file(ONNX, model.float().eval(), view, tmp, int8), threads)
-        out: dict[str, Any] = {}
-        if latency:
-            out["cpu_latency_ms_bs1"] = ort_seconds(session, view.size, 1, min(warmup, 5), iters) * 1e3
-        seconds = ort_seconds(session, view.size, batch_size, warmup, iters)
     return {**out, "batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
 
 
@@ -170,7 +154,7 @@ def benchmark_device(runtime: str = "torch", precision: str = "fp32", device: Op
     for name, value, least in (("batch-size", batch_size, 1), ("warmup", warmup, 0), ("iters", iters, 1)):
         if value < least:
             raise UsageError(f"--{name} must be positive, got {value}")
-    exported = runtime in ("onnxruntime", "executorch")
+    exported = runtime in RUNTIMES
     if exported and (device == "cuda" or precision not in ("fp32", "int8") or compile or dataset):
         raise UsageError(f"--runtime {runtime} runs on the CPU in fp32 or int8, without --compile or --dataset: "
                          "drop those options or use --runtime torch")
@@ -220,13 +204,12 @@ def _benchmark(model: torch.nn.Module, view: View, device: torch.device, label: 
     out: dict[str, Any] = {"model": label, "img_size": view.size, "num_params": count_params(model), "runtime": runtime,
            "precision": precision, "device": device.type, "channels_last": channels_last, "compile": compile,
            "threads": torch.get_num_threads()}
-    if runtime in ("onnxruntime", "executorch"):
-        name = "ONNX" if runtime == "onnxruntime" else "ExecuTorch"
-        say(f"exporting to {name}{' and quantising to int8' if precision == 'int8' else ''}, then {warmup} + {iters} "
-            f"calls of batch {batch_size}")
-        timed = ort_benchmark if runtime == "onnxruntime" else et_benchmark
-        return {**out, **timed(model, view, batch_size, precision == "int8", warmup, iters, latency,
-                               torch.get_num_threads())}
+    if runtime in RUNTIMES:
+        fmt = RUNTIMES[runtime]
+        say(f"exporting to {fmt.title}{' and quantising to int8' if precision == 'int8' else ''}, then {warmup} + "
+            f"{iters} calls of batch {batch_size}")
+        return {**out, **exported_benchmark(fmt, model, view, batch_size, precision == "int8", warmup, iters, latency,
+                                            torch.get_num_threads())}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     if latency:

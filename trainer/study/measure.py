@@ -11,8 +11,8 @@ import torch
 
 from ..deploy.executorch import EXECUTORCH
 from ..deploy.export import export_run, previous_export
-from ..deploy.onnx import ONNX, ort_session
-from ..deploy.timing import cpu_latency_ms, ort_seconds, runner_seconds, throughput
+from ..deploy.onnx import ONNX
+from ..deploy.timing import cpu_latency_ms, runner_seconds, throughput
 from ..errors import UsageError
 from ..evaluation.runs import evaluate_run
 from ..models import load_trained
@@ -82,7 +82,7 @@ def onnx_figures(folder: str, size: int, cache_dir: Optional[str]) -> dict[str, 
         say(f"exporting {os.path.basename(folder)} to ONNX (fp32 and int8) and checking both on up to "
             f"{ONNX_CHECK_IMAGES} eval images")
         parity = export_run(folder, int8=True, cache_dir=cache_dir, max_samples=ONNX_CHECK_IMAGES)
-    latency = {name: ort_seconds(ort_session(parity[key], torch.get_num_threads()), size, 1, 2, 10) * 1e3
+    latency = {name: runner_seconds(ONNX.runner(parity[key], torch.get_num_threads()), size, 1, 2, 10) * 1e3
                for name, key in (("fp32", "onnx"), ("int8", "onnx_int8"))}
     return {"ort_fp32_latency_ms_bs1": latency["fp32"], "ort_int8_latency_ms_bs1": latency["int8"],
             "onnx_check_images": parity["num_samples"], "top1_torch": parity["top1_torch"],
