@@ -290,3 +290,19 @@ def test_a_sweep_under_two_processes_trains_each_trial_on_both(tmp_path, toy_dat
         line = open(os.path.join(t["run_dir"], "metrics.jsonl")).readline()
         assert json.loads(line)  # one log, written by the main process
         assert "2 process(es)" in done.stdout
+
+
+def test_a_distillation_trial_shares_the_sweep_teacher_cache_unless_the_user_names_one(tmp_path, toy_dataset,
+                                                                                       cache_dir):
+    from trainer.sweep.engine import trial_argv
+    from trainer.sweep.space import read_space
+    from trainer.sweep.store import SweepArgs
+    from trainer.train_args import parse_args
+
+    space = read_space(_space(tmp_path, {"kd_alpha": {"choices": [0.5]}}), True)
+    for own, expected in (([], str(tmp_path / "s" / "teacher-cache")), (["--teacher-cache-dir", "mine"], "mine")):
+        args = SweepArgs(space, _fixed(toy_dataset, cache_dir, "--teacher", str(tmp_path), *own), True, 1,
+                         str(tmp_path / "s"))
+        cfg = parse_args(trial_argv(args, {"kd_alpha": 0.5}, str(tmp_path / "s" / "trial-0")), kd=True)
+        assert cfg.teacher_cache_dir == expected and cfg.kd_alpha == 0.5
+        assert cfg.output_dir == str(tmp_path / "s" / "trial-0") and cfg.resume_from == "auto"

@@ -30,6 +30,11 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def gives(argv: Sequence[str], flag: str) -> bool:
+    """Whether a command line gives this option (as `--flag VALUE` or `--flag=VALUE`)."""
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
 def literal(raw: str) -> Any:
     """'true' -> True, 'none' -> None, '4' -> 4, '0.1' -> 0.1, anything else stays a string."""
     low = raw.lower()

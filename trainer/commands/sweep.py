@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any, Optional, Sequence
 
-from ..argparsing import OneLineParser
+from ..argparsing import OneLineParser, gives
 from ..errors import UsageError, exit_on_usage_error
 
 
@@ -52,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from ..sweep.store import GRACE_S, SweepArgs
     from ..train_args import parse_args
 
-    kd = any(a == "--teacher" or a.startswith("--teacher=") for a in fixed)
+    kd = gives(fixed, "--teacher")
     script = "train_kd.py" if kd else "train_cls.py"
     if not fixed:
         raise UsageError(f"no training arguments: pass {script}'s after --, e.g. -- --dataset uoft-cs/cifar10")

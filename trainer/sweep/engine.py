@@ -8,6 +8,7 @@ import socket
 import time
 from typing import Any, Callable, Sequence
 
+from ..argparsing import gives
 from ..distributed import make_accelerator
 from ..errors import Diverged, UsageError
 from .space import flags
@@ -26,11 +27,10 @@ def run_dir(args: SweepArgs, trial: Any) -> str:
 
 
 def trial_argv(args: SweepArgs, values: dict[str, Any], folder: str) -> list[str]:
-    """The training command line of one trial: the fixed arguments, the trial's values, its folder, resume on."""
-    argv = [*args.fixed, *flags(args.space, values), "--output-dir", folder, "--resume-from", "auto"]
-    if args.kd and not any(a == "--teacher-cache-dir" or a.startswith("--teacher-cache-dir=") for a in args.fixed):
-        argv += ["--teacher-cache-dir", os.path.join(args.output_dir, TEACHER_CACHE)]
-    return argv
+    """The training command line of one trial: the fixed arguments, the trial's values, its folder, resume on; a
+    distillation trial's teacher cache DIR/teacher-cache, before the fixed arguments so that the user's own wins."""
+    shared = ["--teacher-cache-dir", os.path.join(args.output_dir, TEACHER_CACHE)] if args.kd else []
+    return [*shared, *args.fixed, *flags(args.space, values), "--output-dir", folder, "--resume-from", "auto"]
 
 
 def _processes() -> int:
@@ -173,10 +173,10 @@ def check_args(args: SweepArgs, corner_values: Sequence[dict[str, Any]]) -> None
     if args.pruner not in PRUNERS:
         raise UsageError(f"--pruner {args.pruner} is not one of {', '.join(PRUNERS)}")
     for flag in ("--output-dir", "--resume-from"):
-        if any(a == flag or a.startswith(flag + "=") for a in args.fixed):
+        if gives(args.fixed, flag):
             raise UsageError(f"{flag} is the sweep's to set (DIR/trial-N, auto): drop it from the arguments after --")
     for d in args.space:
-        if any(a == d.flag or a.startswith(d.flag + "=") or a == "--no-" + d.flag[2:] for a in args.fixed):
+        if gives(args.fixed, d.flag) or gives(args.fixed, "--no-" + d.flag[2:]):
             raise UsageError(f"{d.flag} is both swept (--space) and fixed (after --): drop one")
     base = {d.name: (d.choices[0] if d.kind == "choices" else d.low) for d in args.space}
     probe = os.path.join(args.output_dir, "trial-0")

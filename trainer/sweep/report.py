@@ -26,11 +26,12 @@ def sweep_record(study: Any) -> dict[str, Any]:
     """sweep.json's content."""
     from optuna.trial import TrialState
 
-    trials = [_trial(t) for t in study.get_trials(deepcopy=False)]
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    best = _trial(study.best_trial) if done else None
-    forwards = [t.user_attrs["teacher_forwards"] for t in study.get_trials(deepcopy=False)
-                if "teacher_forwards" in t.user_attrs]
+    every = study.get_trials(deepcopy=False)  # one read of the storage (a database on another machine)
+    trials = [_trial(t) for t in every]
+    done = [t for t in every if t.state == TrialState.COMPLETE]
+    pick = max if study.direction.name == "MAXIMIZE" else min
+    best = _trial(pick(done, key=lambda t: t.value)) if done else None
+    forwards = [t.user_attrs["teacher_forwards"] for t in every if "teacher_forwards" in t.user_attrs]
     return {"study_name": study.study_name, "direction": study.direction.name.lower(),
             "metric": study.user_attrs.get("metric"), "space": study.user_attrs.get("space"),
             "fixed": study.user_attrs.get("fixed"), "trials": trials, "best": best,
