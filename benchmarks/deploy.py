@@ -1,7 +1,7 @@
 """Deployment on a CPU: ONNX Runtime and ExecuTorch (fp32, int8) against PyTorch eager, what int8 costs in top-1,
-and what each format's export costs (--what onnx|phone|sizes|accuracy|all, comma-separated).
+and what each format's export costs (--what onnx,phone,sizes,accuracy: any of them, comma-separated).
 
-    python benchmarks/deploy.py --dataset ../shared/data/cifar10 [--what all] [--json]
+    python benchmarks/deploy.py --dataset ../shared/data/cifar10 [--what onnx,phone,sizes,accuracy] [--json]
 
 - onnx: `trainer.benchmark` on vit_tiny_patch16_224 at 224 (10 classes), three ways (PyTorch eager fp32, ONNX Runtime
   fp32, ONNX Runtime int8), interleaved --repeats times; medians of batch-1 latency and batch-32 throughput.
