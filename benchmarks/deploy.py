@@ -70,38 +70,28 @@ def onnx_runtimes(args: argparse.Namespace) -> dict[str, object]:
 
 
 def phone(args: argparse.Namespace) -> dict[str, object]:
-    """Batch-1 latency at a phone's thread counts: each file exported once, the ways interleaved, medians."""
-    from trainer.deploy.executorch import EXECUTORCH, set_threads
+    """Batch-1 latency at a phone's thread counts: each file exported once into one folder, as a study's run folder
+    holds them, then the study's phone_latency --repeats times (the ways interleaved), medians."""
+    from trainer.deploy.executorch import EXECUTORCH
     from trainer.deploy.onnx import ONNX
-    from trainer.deploy.timing import cpu_latency_ms, exported_file, runner_seconds
+    from trainer.deploy.timing import exported_file, phone_latency
     from trainer.models import create_model, input_view
 
     model, _ = create_model(args.model, 10)
     model.eval()
     view = input_view(model)
-    before = torch.get_num_threads()
     times: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        files = {}
-        for name, int8 in (("fp32", False), ("int8", True)):
-            folder = os.path.join(tmp, name)
-            os.makedirs(folder)
-            say(args, f"exporting {args.model} to ONNX and ExecuTorch ({name})")
-            files[f"ort_{name}"] = exported_file(ONNX, model, view, folder, int8)
-            files[f"et_{name}"] = exported_file(EXECUTORCH, model, view, folder, int8)
-        for threads in args.threads:
-            runners = {way: (ONNX if way.startswith("ort") else EXECUTORCH).runner(path, threads)
-                       for way, path in files.items()}
-            times[str(threads)] = {way: [] for way in ("torch_fp32", *runners)}
-            for repeat in range(args.repeats):
-                torch.set_num_threads(threads)
-                times[str(threads)]["torch_fp32"].append(cpu_latency_ms(model, view.size, 3, args.iters))
-                for way, run in runners.items():
-                    set_threads(threads)  # ExecuTorch's pool is one per process
-                    times[str(threads)][way].append(runner_seconds(run, view.size, 1, 3, args.iters) * 1e3)
+        for fmt in (ONNX, EXECUTORCH):
+            say(args, f"exporting {args.model} for {fmt.title} (fp32 and int8)")
+            exported_file(fmt, model, view, tmp, int8=False)
+            exported_file(fmt, model, view, tmp, int8=True)
+        for repeat in range(args.repeats):
+            for threads, row in phone_latency(model, tmp, view.size, args.threads, 3, args.iters).items():
+                for way, ms in row.items():
+                    times.setdefault(threads, {}).setdefault(way, []).append(ms)
                 say(args, f"{threads} thread(s), {repeat + 1}/{args.repeats}: " + ", ".join(
-                    f"{w} {v[-1]:.1f} ms" for w, v in times[str(threads)].items()))
-    torch.set_num_threads(before)
+                    f"{w} {ms:.1f} ms" for w, ms in row.items()))
     med = {t: {w: round(statistics.median(v), 2) for w, v in ways.items()} for t, ways in times.items()}
     out: dict[str, object] = {"latency_ms_bs1": med, "cores": os.cpu_count()}
     if "1" in med:

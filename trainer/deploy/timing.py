@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 from contextlib import nullcontext
-from typing import Any, Optional, cast
+from typing import Any, Optional, Sequence, cast
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from .executorch import EXECUTORCH
 from .formats import ExportFormat, Runner, input_spec
 from .onnx import ONNX
 
+PHONE_THREADS = (1, 4)  # a phone app's CPU budget: one core, or the big cores
 RUNTIMES: dict[str, ExportFormat] = {"onnxruntime": ONNX, "executorch": EXECUTORCH}  # --runtime: its file's format
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -106,6 +107,29 @@ def exported_benchmark(fmt: ExportFormat, model: torch.nn.Module, view: View, ba
             out["cpu_latency_ms_bs1"] = runner_seconds(run, view.size, 1, min(warmup, 5), iters) * 1e3
         seconds = runner_seconds(run, view.size, batch_size, warmup, iters)
     return {**out, "batch_size": batch_size, "images_per_s": batch_size / seconds, "ms_per_batch": seconds * 1e3}
+
+
+def phone_latency(model: torch.nn.Module, folder: str, size: int, threads: Sequence[int] = PHONE_THREADS,
+                  warmup: int = 2, iters: int = 10) -> dict[str, dict[str, float]]:
+    """Batch-1 latency (ms) at each thread count: PyTorch eager fp32 and each of the folder's exported files as
+    trainer.export names them (ONNX Runtime and ExecuTorch, fp32 and int8, those that are there); the caller's thread
+    count given back."""
+    before, out = torch.get_num_threads(), {}
+    try:
+        for count in threads:
+            torch.set_num_threads(count)
+            row = {"torch_fp32": cpu_latency_ms(model, size, warmup, iters)}
+            for name, fmt in (("ort", ONNX), ("et", EXECUTORCH)):
+                for precision, file in (("fp32", fmt.file), ("int8", fmt.int8_path(fmt.file))):
+                    path = os.path.join(folder, file)
+                    if os.path.exists(path):
+                        run = fmt.runner(path, count)  # ExecuTorch's one pool per process is resized here
+                        assert run is not None
+                        row[f"{name}_{precision}"] = runner_seconds(run, size, 1, warmup, iters) * 1e3
+            out[str(count)] = row
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 def train_flops_per_image(model: torch.nn.Module, img_size: int, device: torch.device) -> float:

@@ -12,7 +12,7 @@ import torch
 from ..deploy.executorch import EXECUTORCH
 from ..deploy.export import export_run, previous_export
 from ..deploy.onnx import ONNX
-from ..deploy.timing import cpu_latency_ms, runner_seconds, throughput
+from ..deploy.timing import PHONE_THREADS, cpu_latency_ms, phone_latency, runner_seconds, throughput
 from ..errors import UsageError
 from ..evaluation.runs import evaluate_run
 from ..models import load_trained
@@ -22,7 +22,6 @@ from .presets import Preset
 ONNX_CHECK_IMAGES = 1000  # ONNX Runtime runs on the CPU: the int8 top-1 of a 224-px vit_base on 10,000 images takes long
 RUNS = ("part1_base_scratch", "part2_base_pretrained", "part3_tiny_pretrained", "part4_tiny_distilled",
         "part4_tiny_feature", "part4_tiny_scratch")
-PHONE_THREADS = (1, 4)  # a phone app's CPU budget: one core, or the big cores
 DISTILLED = {"part4_tiny_distilled": "soft", "part4_tiny_feature": "feature"}  # run -> --kd-type, at the same budget
 
 
@@ -69,6 +68,8 @@ def measure_throughput(out_dir: str, p: Preset, device: Optional[str], cache_dir
                 if notes is not None and not any(str(err) in n for n in notes):
                     notes.append(f"{what} figures not measured: {err}")
         if "et_int8_top1" in res:
+            say(f"measuring {os.path.basename(folder)}'s batch-1 latency at {' and '.join(map(str, PHONE_THREADS))} "
+                "threads in PyTorch, ONNX Runtime and ExecuTorch")
             res["phone_latency_ms_bs1"] = phone_latency(model, folder, size)
         out[key] = res
     return out
@@ -101,29 +102,6 @@ def executorch_figures(folder: str, size: int, cache_dir: Optional[str]) -> dict
                             format="executorch")
     return {"et_top1": parity["top1_executorch"], "et_int8_top1": parity["top1_int8"],
             "et_agreement": parity["agreement"], "et_check_images": parity["num_samples"]}
-
-
-def phone_latency(model: torch.nn.Module, folder: str, size: int) -> dict[str, dict[str, float]]:
-    """Batch-1 latency (ms) at each of PHONE_THREADS: PyTorch eager fp32, ONNX Runtime fp32/int8 where exported,
-    ExecuTorch fp32/int8; the files are the run folder's own."""
-    say(f"measuring {os.path.basename(folder)}'s batch-1 latency at {' and '.join(map(str, PHONE_THREADS))} threads "
-        "in PyTorch, ONNX Runtime and ExecuTorch")
-    before, out = torch.get_num_threads(), {}
-    try:
-        for threads in PHONE_THREADS:
-            torch.set_num_threads(threads)
-            row = {"torch_fp32": cpu_latency_ms(model, size, warmup=2, iters=10)}
-            for name, fmt in (("ort", ONNX), ("et", EXECUTORCH)):
-                for precision, file in (("fp32", fmt.file), ("int8", fmt.int8_path(fmt.file))):
-                    path = os.path.join(folder, file)
-                    if os.path.exists(path):
-                        run = fmt.runner(path, threads)
-                        assert run is not None
-                        row[f"{name}_{precision}"] = runner_seconds(run, size, 1, 2, 10) * 1e3
-            out[str(threads)] = row
-    finally:
-        torch.set_num_threads(before)
-    return out
 
 
 def teacher_agreement(out_dir: str, cache_dir: Optional[str], mixed_precision: Optional[str] = None) -> dict[str, float]:
