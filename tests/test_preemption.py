@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from trainer.distributed import make_accelerator
 from trainer.errors import UsageError
 from trainer.training.preemption import StopSignal
-from trainer.training.checkpoints import STATE_FILE, checkpoint_problem, find_checkpoint
+from trainer.training.checkpoints import STATE_FILE, checkpoint_problem, find_checkpoint, manifest
 
 
 def test_sigterm_and_sigint_are_noted_until_the_loop_asks_then_handlers_come_back():
@@ -35,9 +35,14 @@ def _checkpoint(folder, step: int) -> str:
     folder.mkdir(parents=True)
     save_file({"w": torch.arange(1000, dtype=torch.float32)}, str(folder / "model.safetensors"))
     torch.save({"state": {}, "param_groups": [{"lr": 0.1}]}, str(folder / "optimizer.bin"))
-    files = {p.name: p.stat().st_size for p in folder.iterdir()}
-    (folder / STATE_FILE).write_text(json.dumps({"step": step, "files": files}))
+    (folder / STATE_FILE).write_text(json.dumps({"step": step, "files": manifest(str(folder))}))
     return str(folder)
+
+
+def _zero_256_bytes(folder) -> None:
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.seek(-256, os.SEEK_END)
+        f.write(b"\0" * 256)
 
 
 @pytest.mark.parametrize("damage, problem", [
@@ -45,7 +50,14 @@ def _checkpoint(folder, step: int) -> str:
     (lambda f: os.truncate(f / "model.safetensors", 100), "model.safetensors has 100 of its"),
     (lambda f: (f / "optimizer.bin").unlink(), "optimizer.bin is missing"),
     (lambda f: (f / "optimizer.bin").write_bytes(b"\0" * (f / "optimizer.bin").stat().st_size),
-     "optimizer.bin is unreadable"),
+     "optimizer.bin differs from the digest"),
+    (_zero_256_bytes, "model.safetensors differs from the digest"),  # same size, other bytes
+    (lambda f: (f / "custom_checkpoint_0.pkl").write_bytes(b"planted"), "custom_checkpoint_0.pkl is a pickle"),
+    (lambda f: (f / "notes.txt").write_text("hi"), "notes.txt is not a file this checkpoint wrote"),
+    (lambda f: (f / "optimizer.bin").unlink() or (f / "optimizer.bin").symlink_to(f / "model.safetensors"),
+     "optimizer.bin is not a regular file"),
+    (lambda f: (f / STATE_FILE).write_text(json.dumps({"step": 5, "files": {"model.safetensors": 10}})),
+     "it was written by an older trainer"),
     (lambda f: (f / STATE_FILE).unlink(), f"{STATE_FILE} is missing"),
     (lambda f: (f / STATE_FILE).write_text('{"step": 5, "fi'), f"{STATE_FILE} is unreadable"),
     (lambda f: (f / "pytorch_model_fsdp_0").mkdir(), None),  # FSDP's sharded state is a folder: not a damage

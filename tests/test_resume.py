@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -10,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from trainer.run_files import read_jsonl
+from trainer.training.checkpoints import file_digest
 
 from trainer.commands.train import main_cls
 
@@ -131,23 +134,57 @@ def test_sigterm_saves_and_the_same_command_continues_exactly(toy_dataset, cache
     assert_same_run(reference_run, out)
 
 
-def test_a_damaged_newest_checkpoint_is_skipped_and_none_whole_is_refused(toy_dataset, cache_dir, tmp_path,
-                                                                          reference_run, capsys):
+class _Planted:
+    """A pickle that, when loaded, writes a file: what a planted checkpoint file could do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_damaged_or_planted_checkpoints_are_skipped_and_none_whole_is_refused(toy_dataset, cache_dir, tmp_path,
+                                                                             reference_run, monkeypatch, capsys):
     out = tmp_path / "damaged"
     args = _args(toy_dataset, out, cache_dir, "--checkpoint-every", "5", "--keep-checkpoints", "3",
                  "--resume-from", "auto")
     assert run_here(main_cls, *args, capsys=capsys).returncode == 0  # fresh: there was no checkpoint
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-50", "step-55", "step-60"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in (ckpts / "step-60").iterdir()} == {
+        p.name: 0o666 & ~umask for p in (ckpts / "step-60").iterdir()}  # one rule for all of a checkpoint's files
     for name in ("model.safetensors", "summary.json", "config.json"):  # as if it had died after step 60's save
         (out / name).unlink()
-    os.truncate(ckpts / "step-60" / "model.safetensors", 1000)
+    with open(ckpts / "step-60" / "optimizer.bin", "r+b") as f:  # damaged without a change of size
+        f.seek(os.path.getsize(f.name) // 2)
+        f.write(b"\0" * 256)
+    # Planted where accelerate's custom states go, listed in the manifest as if written there: it would run code.
+    marker = tmp_path / "the-pickle-ran"
+    planted = ckpts / "step-55" / "custom_checkpoint_0.pkl"
+    torch.save(_Planted(str(marker)), planted)
+    state = json.loads((ckpts / "step-55" / "trainer_state.json").read_text())
+    state["files"][planted.name] = {"bytes": planted.stat().st_size, "sha256": file_digest(str(planted))}
+    (ckpts / "step-55" / "trainer_state.json").write_text(json.dumps(state))
+    loads = []
+    real_load = torch.load
+
+    def recording_load(*a, **kw):
+        loads.append(kw.get("weights_only"))
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(torch, "load", recording_load)
     res = run_here(main_cls, *args, capsys=capsys)
     assert res.returncode == 0, res.stderr[-3000:]
-    warnings = [line for line in res.stderr.splitlines() if "step-60" in line]
-    assert len(warnings) == 1 and "model.safetensors has 1000 of its" in warnings[0]
-    assert f"resuming from {ckpts / 'step-55'}" in res.stdout
+    warnings = [line for line in res.stderr.splitlines() if "skipping the damaged" in line]
+    assert len(warnings) == 2 and "step-60" in warnings[0] and "optimizer.bin differs from the digest" in warnings[0]
+    assert "step-55" in warnings[1] and "custom_checkpoint_0.pkl is a pickle" in warnings[1]
+    assert f"resuming from {ckpts / 'step-50'}" in res.stdout and not marker.exists()
+    assert loads and all(w is True for w in loads), loads  # nothing read back may unpickle code
     assert_same_run(reference_run, out)
+    monkeypatch.undo()
 
     for name in ("model.safetensors", "summary.json", "config.json"):  # died again (a finished run needs none of them)
         (out / name).unlink()

@@ -1,17 +1,22 @@
-"""Resumable checkpoints (OUTPUT_DIR/checkpoints/step-N): accelerate's save_state plus the loop's state, written
-under a temporary name and renamed; finding the newest one that is whole, and checking that it belongs to these
-arguments. A finished run's files are run_files.py's."""
+"""Resumable checkpoints (OUTPUT_DIR/checkpoints/step-N): accelerate's save_state (weights as safetensors, optimizer
+and RNG states loaded back with weights_only=True), the loop's and the scheduler's state as JSON and the EMA as
+safetensors, with a manifest of every file's size and SHA-256; written under a temporary name and renamed. Finding
+the newest one whose files all match their manifest, and checking that it belongs to these arguments. Nothing here is
+registered with accelerate's register_for_checkpointing: that saves a pickle and loads it with weights_only=False.
+A finished run's files are run_files.py's."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
-import zipfile
+import stat
 from typing import Any, Optional
 
+import torch
 from accelerate import Accelerator
-from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from ..config import TrainConfig
 from ..distributed import all_succeeded
@@ -19,11 +24,14 @@ from ..errors import UsageError, first_line, warn
 from ..run_files import WriteFailed, write_failed
 
 STATE_FILE = "trainer_state.json"
+EMA_STATE_FILE = "ema.safetensors"
 # Arguments that may change between a run and its resumption: they do not touch the weights or the metrics.
 RESUME_FREE_ARGS = ("resume_from", "overwrite", "progress", "checkpoint_every", "keep_checkpoints", "report_to",
                     "cache_dir", "output_dir", "data_on")
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _TMP_PREFIX = ".tmp-step-"
+# Where accelerate's register_for_checkpointing saves objects, loaded with weights_only=False.
+_CUSTOM_STATE = re.compile(r"^custom_checkpoint_\d+\.pkl$")
 
 
 def checkpoints_dir(output_dir: str) -> str:
@@ -40,40 +48,56 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(root, name) for _, name in sorted(found)]
 
 
-def _unreadable(path: str) -> bool:
-    """A safetensors header or a torch.save zip directory that cannot be read (a truncated or overwritten file)."""
-    try:
-        if path.endswith(".safetensors"):
-            with safe_open(path, "pt"):
-                return False
-        with zipfile.ZipFile(path):
-            return False
-    except Exception:  # safetensors raises its own error types; any failure means the same here
-        return True
+def _walk_files(folder: str) -> dict[str, os.stat_result]:
+    """Every entry under folder that is not a folder (FSDP's sharded state has folders), by its relative path."""
+    found = {}
+    for root, dirs, names in os.walk(folder):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, folder).replace(os.sep, "/")] = os.lstat(path)
+    return found
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes, as hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def checkpoint_problem(folder: str) -> Optional[str]:
-    """Why a checkpoint folder cannot be resumed from, or None when it is whole."""
+    """Why a checkpoint folder cannot be resumed from, or None when every file matches the manifest written with it
+    and no other file is there."""
     try:
         with open(os.path.join(folder, STATE_FILE)) as f:
             state = json.load(f)
-        files: dict[str, int] = state.get("files", {})
         int(state["step"])
+        files = state["files"]
     except FileNotFoundError:
         return f"{STATE_FILE} is missing"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return f"{STATE_FILE} is unreadable"
-    # Folders inside (FSDP's sharded state) are not listed: their parts are accelerate's to check on load.
-    present = {n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))}
-    for name in sorted(set(files) | present - {STATE_FILE}):
-        path = os.path.join(folder, name)
+    if isinstance(files, dict) and files and all(isinstance(v, int) for v in files.values()):
+        return "it was written by an older trainer, without file digests"
+    try:
+        listed = {str(name): (int(entry["bytes"]), str(entry["sha256"])) for name, entry in files.items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return f"{STATE_FILE} is unreadable"
+    present = _walk_files(folder)
+    present.pop(STATE_FILE, None)
+    for name in sorted(set(listed) | set(present)):
+        if _CUSTOM_STATE.match(os.path.basename(name)):
+            return f"{name} is a pickle this trainer never writes (loading it could run code)"
         if name not in present:
             return f"{name} is missing"
-        size = os.path.getsize(path)
-        if name in files and size != files[name]:
-            return f"{name} has {size} of its {files[name]} bytes"
-        if name.endswith((".safetensors", ".bin", ".pkl", ".pt")) and _unreadable(path):
-            return f"{name} is unreadable"
+        if name not in listed:
+            return f"{name} is not a file this checkpoint wrote"
+        if not stat.S_ISREG(present[name].st_mode):
+            return f"{name} is not a regular file"
+        size, digest = listed[name]
+        if present[name].st_size != size:
+            return f"{name} has {present[name].st_size} of its {size} bytes"
+        if file_digest(os.path.join(folder, name)) != digest:
+            return f"{name} differs from the digest written with it (damaged or altered)"
     return None
 
 
@@ -126,16 +150,34 @@ def check_resumable(cfg: TrainConfig) -> Optional[str]:
     return folder
 
 
-def load_checkpoint(accelerator: Accelerator, folder: str) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG states from a whole checkpoint; return the loop's position."""
+def load_checkpoint(accelerator: Accelerator, folder: str, ema: Optional[torch.nn.Module] = None) -> dict[str, Any]:
+    """Restore model, optimizer and RNG states (accelerate's, weights_only=True) and the EMA's weights from a whole
+    checkpoint; return the loop's state (the scheduler's inside, as JSON)."""
     with open(os.path.join(folder, STATE_FILE)) as f:
         state = json.load(f)
     try:
         accelerator.load_state(folder)
+        if ema is not None:
+            ema.load_state_dict(load_file(os.path.join(folder, EMA_STATE_FILE)))
     except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
         raise UsageError(f"the checkpoint {folder} could not be loaded ({first_line(err, 160)}): pass "
                          "--resume-from with an older OUTPUT_DIR/checkpoints/step-N folder") from None
     return state
+
+
+def manifest(folder: str) -> dict[str, dict[str, Any]]:
+    """Each file's size and SHA-256, by its path relative to the folder."""
+    return {name: {"bytes": st.st_size, "sha256": file_digest(os.path.join(folder, name))}
+            for name, st in sorted(_walk_files(folder).items()) if name != STATE_FILE}
+
+
+def _one_mode(folder: str) -> None:
+    """Give every file of the folder the mode the umask gives a new file: safetensors writes 0600 where
+    torch.save writes 0644, and a checkpoint's files should not differ in who may read them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in _walk_files(folder):
+        os.chmod(os.path.join(folder, name), 0o666 & ~umask)
 
 
 def _write_failed(root: str, error: Optional[Exception], previous: Optional[str]) -> UsageError:
@@ -145,9 +187,11 @@ def _write_failed(root: str, error: Optional[Exception], previous: Optional[str]
     return WriteFailed(line.replace("could not write ", "could not write a checkpoint in ", 1))
 
 
-def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str, Any]) -> str:
-    """Write checkpoints/step-N/ under a temporary name, list its files and sizes in the state file, rename it into
-    place and keep the newest cfg.keep_checkpoints. A failed write stops the run; older checkpoints stay whole."""
+def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str, Any],
+                    ema: Optional[torch.nn.Module] = None) -> str:
+    """Write checkpoints/step-N/ under a temporary name (the EMA's weights beside accelerate's state), list its files'
+    sizes and digests in the state file, rename it into place and keep the newest cfg.keep_checkpoints. A failed
+    write stops the run; older checkpoints stay whole."""
     root = checkpoints_dir(cfg.output_dir)
     final = os.path.join(root, f"step-{state['step']}")
     tmp = os.path.join(root, f"{_TMP_PREFIX}{state['step']}")
@@ -165,14 +209,17 @@ def save_checkpoint(accelerator: Accelerator, cfg: TrainConfig, state: dict[str,
     if all_succeeded(error, accelerator):  # also the barrier: the folder exists and is empty for everyone
         try:
             accelerator.save_state(tmp)
+            if ema is not None and accelerator.is_main_process:
+                save_file({k: v.detach().contiguous() for k, v in ema.state_dict().items()},
+                          os.path.join(tmp, EMA_STATE_FILE))
         except Exception as err:  # a full disk: OSError (numpy), RuntimeError (torch), SafetensorError (safetensors)
             error = err
     if all_succeeded(error, accelerator) and accelerator.is_main_process:
         try:
-            files = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)
-                     if os.path.isfile(os.path.join(tmp, name))}
+            files = manifest(tmp)
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
                 json.dump({**state, "args": trajectory_args(cfg), "files": files}, f)
+            _one_mode(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         except OSError as err:

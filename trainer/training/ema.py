@@ -16,8 +16,8 @@ from ..errors import UsageError, warn
 
 def build_ema(model: torch.nn.Module, cfg: TrainConfig, accelerator: Accelerator,
               total_steps: int) -> Optional[ModelEmaV3]:
-    """The EMA of a model that is about to train (None without --model-ema), registered for checkpoints so that a
-    resumed run continues it exactly."""
+    """The EMA of a model that is about to train (None without --model-ema); checkpoints save and restore it
+    (training/checkpoints.py) so that a resumed run continues it exactly."""
     if not cfg.model_ema:
         return None
     if accelerator.distributed_type == DistributedType.FSDP:
@@ -28,9 +28,7 @@ def build_ema(model: torch.nn.Module, cfg: TrainConfig, accelerator: Accelerator
         warn(f"--model-ema-decay {cfg.model_ema_decay} remembers about {memory:.0f} steps, more than this run's "
              f"{total_steps}: its average stays near the starting weights; pass --model-ema-warmup, or a decay nearer "
              f"{1 - 1 / max(total_steps / 5, 2):.3f}")
-    ema = ModelEmaV3(model, decay=cfg.model_ema_decay, use_warmup=cfg.model_ema_warmup)
-    accelerator.register_for_checkpointing(ema)
-    return ema
+    return ModelEmaV3(model, decay=cfg.model_ema_decay, use_warmup=cfg.model_ema_warmup)
 
 
 def update_ema(ema: Optional[ModelEmaV3], model: torch.nn.Module, accelerator: Accelerator, step: int) -> None:

@@ -123,10 +123,15 @@ def start(setup: Setup, task: Task) -> Training:
     optimizer, scheduler = build_optimizer(model, cfg, n_steps, acc.device)
     ema = build_ema(task.model, cfg, acc, n_steps * cfg.epochs)  # from the starting weights, before any wrapping
     model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
     state = LoopState(Meter(acc.device, task.loss_parts), resume_key=task.resume_key())
     if setup.resume_checkpoint:
-        state.load_state_dict(load_checkpoint(acc, setup.resume_checkpoint), acc.process_index)
+        saved = load_checkpoint(acc, setup.resume_checkpoint, ema)
+        state.load_state_dict(saved, acc.process_index)
+        try:
+            scheduler.load_state_dict(saved["scheduler"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise UsageError("--resume-from: the checkpoint's learning-rate schedule does not fit this run (written "
+                             "by another version of the trainer): start a new run") from None
         if state.resume_key != task.resume_key():
             raise UsageError("--resume-from: the teacher or the training images differ from the checkpoint's "
                              "(task key mismatch): resume with the same --teacher and data arguments")
@@ -233,7 +238,8 @@ def checkpoint(t: Training) -> str:
     """A resumable checkpoint of everything, off the training clock; never one with a non-finite loss."""
     t.state.check_finite(t.setup.cfg.output_dir)
     with t.state.clock.paused():
-        folder = save_checkpoint(t.setup.accelerator, t.setup.cfg, t.state.state_dict(t.setup.accelerator))
+        state = {**t.state.state_dict(t.setup.accelerator), "scheduler": t.scheduler.state_dict()}
+        folder = save_checkpoint(t.setup.accelerator, t.setup.cfg, state, t.ema)
     t.saved = (t.state.step, folder)
     return folder
 
