@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from trainer.run_files import read_jsonl
-from trainer.training.checkpoints import file_digest
+from trainer.run_files import file_digest
 
 from trainer.commands.train import main_cls
 
@@ -166,7 +165,7 @@ def test_damaged_or_planted_checkpoints_are_skipped_and_none_whole_is_refused(to
     planted = ckpts / "step-55" / "custom_checkpoint_0.pkl"
     torch.save(_Planted(str(marker)), planted)
     state = json.loads((ckpts / "step-55" / "trainer_state.json").read_text())
-    state["files"][planted.name] = {"bytes": planted.stat().st_size, "sha256": file_digest(str(planted))}
+    state["files"][planted.name] = {"bytes": planted.stat().st_size, "sha256": file_digest(str(planted), "sha256")}
     (ckpts / "step-55" / "trainer_state.json").write_text(json.dumps(state))
     loads = []
     real_load = torch.load

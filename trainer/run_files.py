@@ -132,9 +132,9 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str, fix: Optiona
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}), fix)
 
 
-def file_digest(path: str) -> str:
-    """sha1 of a file's bytes."""
-    h = hashlib.sha1()
+def file_digest(path: str, algorithm: str = "sha1") -> str:
+    """The hex digest of a file's bytes (sha1 for cache keys, sha256 where it guards against tampering)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)

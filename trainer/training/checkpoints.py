@@ -6,7 +6,6 @@ registered with accelerate's register_for_checkpointing: that saves a pickle and
 A finished run's files are run_files.py's."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from ..config import TrainConfig
 from ..distributed import all_succeeded
 from ..errors import UsageError, first_line, warn
-from ..run_files import WriteFailed, write_failed
+from ..run_files import WriteFailed, file_digest, write_failed
 
 STATE_FILE = "trainer_state.json"
 EMA_STATE_FILE = "ema.safetensors"
@@ -58,12 +57,6 @@ def _walk_files(folder: str) -> dict[str, os.stat_result]:
     return found
 
 
-def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def checkpoint_problem(folder: str) -> Optional[str]:
     """Why a checkpoint folder cannot be resumed from, or None when every file matches the manifest written with it
     and no other file is there."""
@@ -96,7 +89,7 @@ def checkpoint_problem(folder: str) -> Optional[str]:
         size, digest = listed[name]
         if present[name].st_size != size:
             return f"{name} has {present[name].st_size} of its {size} bytes"
-        if file_digest(os.path.join(folder, name)) != digest:
+        if file_digest(os.path.join(folder, name), "sha256") != digest:
             return f"{name} differs from the digest written with it (damaged or altered)"
     return None
 
@@ -167,7 +160,7 @@ def load_checkpoint(accelerator: Accelerator, folder: str, ema: Optional[torch.n
 
 def manifest(folder: str) -> dict[str, dict[str, Any]]:
     """Each file's size and SHA-256, by its path relative to the folder."""
-    return {name: {"bytes": st.st_size, "sha256": file_digest(os.path.join(folder, name))}
+    return {name: {"bytes": st.st_size, "sha256": file_digest(os.path.join(folder, name), "sha256")}
             for name, st in sorted(_walk_files(folder).items()) if name != STATE_FILE}
 
 
