@@ -109,6 +109,75 @@ def test_a_push_without_a_token_uploads_nothing(run, capsys, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
+@pytest.fixture
+def run_copy(run, tmp_path):
+    """A copy of the run to change (links planted, labels renamed) without touching the module's run."""
+    import shutil
+
+    return shutil.copytree(run, tmp_path / "copy", ignore=shutil.ignore_patterns("checkpoints"))
+
+
+@pytest.mark.slow
+def test_push_leaves_out_links_and_publishes_no_local_path(run_copy, toy_dataset, tmp_path, capsys):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the run\n" * 100)
+    (run_copy / "metrics.jsonl").unlink()
+    (run_copy / "metrics.jsonl").symlink_to(secret)
+    res = run_here(push_main, "--run", str(run_copy), "--repo-id", "someone/vit-toy", "--dry-run", capsys=capsys)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "metrics.jsonl" not in out["files"] and "symbolic link" in out["left_out"]["metrics.jsonl"]
+    assert "left out metrics.jsonl (a symbolic link" in res.stdout
+
+    from trainer.deploy.push import published_bytes
+
+    written = published_bytes(str(run_copy), "someone/vit-toy")
+    assert set(written) == {"README.md", "config.json", "summary.json"}
+    local = str(toy_dataset.parent)  # the dataset's, run's and cache's folders all lie under the test's tmp root
+    assert str(toy_dataset) in (run_copy / "config.json").read_text()  # the local record keeps its paths
+    for name, data in written.items():
+        assert local not in data.decode() and str(tmp_path) not in data.decode(), name
+    published = json.loads(written["config.json"])
+    assert published["training_args"]["dataset"] == toy_dataset.name and published["architecture"]
+
+
+@pytest.mark.slow
+def test_class_names_are_escaped_in_the_card(run_copy):
+    from trainer.model_card import write_card
+
+    cfg = json.loads((run_copy / "config.json").read_text())
+    cfg["label_names"] = ["a|b", "line\nbreak", "<img src=x>"] + cfg["label_names"][3:]
+    (run_copy / "config.json").write_text(json.dumps(cfg))
+    summary = json.loads((run_copy / "summary.json").read_text())
+    summary["per_class"]["label_names"] = cfg["label_names"]
+    (run_copy / "summary.json").write_text(json.dumps(summary))
+    write_card(str(run_copy))
+    text = (run_copy / "README.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| class |"))
+    assert header.count(" | ") == len(cfg["label_names"]) and "a\\|b" in header
+    assert "<img" not in text and "&lt;img src=x&gt;" in text and "line break" in header
+
+
+@pytest.mark.slow
+def test_a_failed_upload_changes_nothing_in_the_run_folder(run_copy, capsys, monkeypatch):
+    import huggingface_hub
+
+    sent: list = []
+
+    def refuse(self, repo_id, operations, **kw):
+        sent.extend(op.path_in_repo for op in operations)
+        raise ConnectionError("the Hub is unreachable")
+
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_x")
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}")
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", refuse)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run_copy.rglob("*") if p.is_file()}
+    res = run_here(push_main, "--run", str(run_copy), "--repo-id", "me/x", capsys=capsys)
+    assert res.returncode == 2 and "the upload to me/x failed" in res.stderr
+    assert {"model.safetensors", "README.md", "config.json"} <= set(sent)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run_copy.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.slow
 def test_a_run_trained_from_a_run_folders_config_has_its_weights(run, tmp_path, capsys):
     again = tmp_path / "again"

@@ -4,20 +4,42 @@ was trained on what and how, the results, how to load it, and what it is not."""
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data.loading import held_out_percent
+from .escape import markdown_cell
 from .run_files import CARD_FILE, CURVES_FILE, atomic_write
 from .run_records import RunConfig, RunSummary
 
 
+def is_local_path(name: str) -> bool:
+    """Whether a string names a place on this machine (a path) rather than a Hub id or a plain word."""
+    return name.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(name))
+
+
+def public_name(name: str) -> str:
+    """What a published file may say of a path or id: a Hub id as it is, a local path by its last part only."""
+    if name.startswith("file:"):
+        return "file:" + public_name(name[5:])
+    return os.path.basename(os.path.normpath(os.path.expanduser(name))) if is_local_path(name) and (
+        "/" in name or os.sep in name or name.startswith("~")) else name
+
+
+def public_record(value: Any) -> Any:
+    """A JSON record as it may be published: every string that is a local path (or "file:" one) by its last part."""
+    if isinstance(value, dict):
+        return {k: public_record(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_record(v) for v in value]
+    return public_name(value) if isinstance(value, str) else value
+
+
 def hub_dataset(name: str) -> Optional[str]:
     """The dataset's Hub id, where it is one (not a local folder)."""
-    local = name.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(name))
-    return None if local or name.count("/") != 1 else name
+    return None if is_local_path(name) or name.count("/") != 1 else name
 
 
 def base_weights(config: RunConfig, summary: RunSummary) -> tuple[Optional[str], Optional[str]]:
@@ -55,7 +77,8 @@ def _recipe(config: RunConfig, summary: RunSummary) -> list[str]:
     kd = config.distillation
     if kd:
         soft = kd["kd_type"] == "soft" or kd.get("kd_token_target") == "soft"
-        lines.append(f"- distillation: {kd['kd_type']} KD from the run `{kd['teacher']}` (eval top-1 "
+        teacher = markdown_cell(public_name(kd['teacher']))
+        lines.append(f"- distillation: {kd['kd_type']} KD from the run {teacher} (eval top-1 "
                      f"{_pct(kd.get('teacher_eval_top1'))}), alpha {kd['kd_alpha']}"
                      + (f", temperature {kd['kd_temperature']}" if soft else ""))
     return lines
@@ -69,15 +92,18 @@ def _results(summary: RunSummary, split: str) -> list[str]:
              f"Best eval top-1 over the run: {_pct(summary.best_eval_top1)}."]
     pc = summary.per_class
     if pc:
-        lines += ["", "| class | " + " | ".join(pc["label_names"]) + " |", "| --- |" + " ---: |" * len(pc["label_names"]),
+        names = [markdown_cell(n) for n in pc["label_names"]]
+        lines += ["", "| class | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names),
                   "| eval accuracy | " + " | ".join(_pct(r) for r in pc["recall"]) + " |"]
     return lines
 
 
 def _usage(config: RunConfig, repo: str, folder: str) -> list[str]:
+    here = os.path.basename(os.path.normpath(folder))  # never the local path: the card is published
     lines = ["```python", "import timm", f"model = timm.create_model(\"hf-hub:{repo}\", pretrained=True).eval()  "
-             f"# or \"local-dir:{folder}\"", "data = timm.data.resolve_data_config(model=model)  # input size, mean, std, "
-             "crop", "transform = timm.data.create_transform(**data)", "", "from transformers import pipeline",
+             f"# or \"local-dir:path/to/{here}\"",
+             "data = timm.data.resolve_data_config(model=model)  # input size, mean, std, crop",
+             "transform = timm.data.create_transform(**data)", "", "from transformers import pipeline",
              f"classify = pipeline(\"image-classification\", model=\"{repo}\")  # or the run folder", "```"]
     if os.path.exists(os.path.join(folder, "model.onnx")):
         lines += ["", "`model.onnx` (and `model.int8.onnx`) run with ONNX Runtime alone: input `pixel_values`, "
@@ -95,7 +121,8 @@ def _limits(config: RunConfig, summary: RunSummary, notes: Sequence[str]) -> lis
         lines.append(f"- Evaluated on {summary.num_eval} images ({t.eval_samples_per_class} per class), not the whole "
                      "split.")
     if summary.init.startswith("file:"):
-        lines.append(f"- Started from a local weights file ({summary.init[5:]}), not from weights on the Hub.")
+        lines.append(f"- Started from a local weights file ({markdown_cell(public_name(summary.init[5:]))}), not from "
+                     "weights on the Hub.")
     lines += [f"- {n}" for n in notes]
     return lines or ["- Its figures hold for the data and the split above; other data needs its own evaluation."]
 
@@ -110,7 +137,7 @@ def model_card(config: RunConfig, summary: RunSummary, folder: str, repo_id: Opt
     held = held_out_percent(t.train_split, t.eval_split, t.val_split_percent) is not None
     split = t.train_split if held else t.eval_split
     metric = EvalResult(task_type="image-classification", dataset_type=dataset or "local", dataset_name=dataset or
-                        os.path.basename(os.path.normpath(t.dataset)), dataset_split=split, metric_type="accuracy",
+                        public_name(t.dataset), dataset_split=split, metric_type="accuracy",
                         metric_value=summary.eval_top1, metric_name=f"top-1 on {summary.num_eval} eval images")
     tags = ["timm", "image-classification", "vit-trainer", config.architecture.split(".")[0]]
     tags += ["knowledge-distillation"] if config.distillation else []
@@ -118,12 +145,13 @@ def model_card(config: RunConfig, summary: RunSummary, folder: str, repo_id: Opt
                          datasets=[dataset] if dataset else None, base_model=base, model_name=name,
                          eval_results=[metric])
     init = {"scratch": "random weights (from scratch)", "hub": f"the Hub's pretrained weights (`{base}`)"}.get(
-        summary.init, f"the weights in `{summary.init[5:]}`")
+        summary.init, f"the weights in {markdown_cell(public_name(summary.init[5:]))}")
     kwargs = ", ".join(f"{k}={v}" for k, v in config.model_kwargs.items())
-    body = [f"# {name}", "",
+    where = f"`{dataset}`" if dataset else f"a local copy of {markdown_cell(public_name(t.dataset))}"
+    body = [f"# {markdown_cell(name)}", "",
             f"`{config.architecture}`{f' ({kwargs})' if kwargs else ''}, {summary.num_params / 1e6:.2f}M parameters, "
             f"{config.img_size}x{config.img_size} input, {config.num_classes} classes, trained with "
-            f"vit-trainer on `{t.dataset}` for {summary.epochs} epochs ({summary.steps} steps) "
+            f"vit-trainer on {where} for {summary.epochs} epochs ({summary.steps} steps) "
             f"from {init}.", "", "## Results", "", *_results(summary, split)]
     if os.path.exists(os.path.join(folder, CURVES_FILE)):
         body += ["", f"![learning curves]({CURVES_FILE})"]

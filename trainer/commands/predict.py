@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 
 from ..argparsing import OneLineParser, add_run_argument
 from ..errors import exit_on_usage_error
+from ..escape import terminal_cell
 
 
 def build_parser() -> OneLineParser:
@@ -32,7 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     width = min(max(len(p.image) for p in predictions), 60)
     print(f"{'image':<{width}}  top classes (probability)")
     for p in predictions:
-        print(f"{p.image:<{width}}  " + "   ".join(f"{name} {prob:.1%}" for name, _, prob in p.top))
+        print(f"{terminal_cell(p.image):<{width}}  " + "   ".join(f"{terminal_cell(name)} {prob:.1%}"
+                                                             for name, _, prob in p.top))
     out = {"run": args.run, "predictions": [
         {"image": p.image, "top": [{"label": name, "index": k, "probability": prob} for name, k, prob in p.top]}
         for p in predictions]}

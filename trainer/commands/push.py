@@ -34,6 +34,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     files: dict = out["files"]  # type: ignore[assignment]
     for name, size in files.items():
         print(f"{'would upload' if args.dry_run else 'uploaded'} {name} ({size:,} bytes)")
+    for name, why in out["left_out"].items():  # type: ignore[attr-defined]
+        print(f"left out {name} ({why})")
     print(f"{len(files)} files, {out['total']}, {'nothing uploaded (--dry-run)' if args.dry_run else out.get('url')}")
     print(json.dumps(out), flush=True)
     return out

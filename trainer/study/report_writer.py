@@ -5,6 +5,7 @@ import json
 import os
 from typing import Any, Optional
 
+from ..escape import markdown_cell
 from .plots import plot_confusion, plot_curves, plot_tradeoff
 from .results import TITLES, StudyRun, load_study_runs
 
@@ -152,7 +153,7 @@ def per_class_lines(runs: dict[str, StudyRun]) -> list[str]:
              "of every run are in its `summary.json` (`per_class`).", "",
              "| class | " + " | ".join(TITLES[r] for r in have) + " |", "| --- |" + " ---: |" * len(have)]
     for k, name in enumerate(names):
-        lines.append(f"| {name} | " + " | ".join(_pct(pc["recall"][k]) for pc in have.values()) + " |")
+        lines.append(f"| {markdown_cell(name)} | " + " | ".join(_pct(pc["recall"][k]) for pc in have.values()) + " |")
     lines.append("| macro F1 | " + " | ".join(f"{pc['macro_f1']:.3f}" for pc in have.values()) + " |")
     return lines
 
